@@ -1,0 +1,113 @@
+/*
+ * The cell state machine: profiles, the social graph and settings of the users
+ * a cell owns, over one RocksDB database.
+ *
+ * Threading: a cell_fsm is used by one thread at a time (the Raft group's
+ * loop thread). cell_fsm_digest() may be called from that thread only.
+ *
+ * Durability contract (see shared design, "Durability of the state machine"):
+ * - every applied Raft entry is written as ONE RocksDB WriteBatch that also
+ *   stores the entry's index as `applied_index`;
+ * - an entry whose index is <= applied_index is skipped (replay after restart);
+ * - the RocksDB WAL is on but written unsynced: the Raft log is the durable
+ *   record. cell_fsm_sync() makes everything applied so far durable (one
+ *   fsync of the WAL), and must be called before libraft may truncate its log.
+ */
+#ifndef GS_ENGINE_CELL_FSM_H
+#define GS_ENGINE_CELL_FSM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct cell_fsm;
+
+struct cell_fsm_options {
+    const char *db_path;          /* RocksDB directory; created if missing */
+    uint32_t cell_id;             /* stored at creation, checked on open */
+    const uint8_t *username_key;  /* HMAC key for username hashes */
+    size_t username_key_len;      /* 16..64 bytes */
+    bool compression;             /* false for residency scans */
+};
+
+/* Result of one command. `body` is a packed protobuf response message (the
+ * *Response message of the command's method) when status == 0, else NULL.
+ * The holder frees it with free(). */
+struct cell_result {
+    int status;      /* 0 or a negative GS_E* code */
+    uint8_t *body;
+    size_t len;
+};
+
+/* Open (creating if needed) the cell database. On failure returns a GS_E*
+ * code and writes one line of detail to errmsg. */
+int cell_fsm_open(const struct cell_fsm_options *opts,
+                  struct cell_fsm **out,
+                  char *errmsg,
+                  size_t errmsg_len);
+
+/* Close the database (syncing the WAL first) and free the fsm. NULL is ok. */
+void cell_fsm_close(struct cell_fsm *fsm);
+
+/* Highest Raft index whose effects are in the database. */
+uint64_t cell_fsm_applied_index(const struct cell_fsm *fsm);
+
+/*
+ * Apply one Raft entry at `index` (an encoded entry, see engine/entry.h).
+ *
+ * If index <= applied_index the entry is skipped: nothing is written and
+ * *n_results is 0. Otherwise every command is applied in order into one
+ * WriteBatch (later commands see earlier ones), together with applied_index =
+ * index, and committed. results[i] receives the outcome of command i (at most
+ * max_results are filled; the others are applied but their results dropped).
+ *
+ * Deterministic: the same entry on the same state gives the same writes on
+ * every replica. A command that fails (bad body, conflict, ...) changes
+ * nothing of its own but does not fail the entry. An entry that cannot be
+ * decoded at all still advances applied_index.
+ *
+ * Returns 0, or GS_EIO if RocksDB failed (the replica must then stop).
+ */
+int cell_fsm_apply(struct cell_fsm *fsm,
+                   uint64_t index,
+                   const void *entry,
+                   size_t len,
+                   struct cell_result *results,
+                   size_t max_results,
+                   size_t *n_results);
+
+/* Record that `index` was consumed without commands (e.g. an entry of
+ * another type). Same skipping rule as cell_fsm_apply. */
+int cell_fsm_apply_empty(struct cell_fsm *fsm, uint64_t index);
+
+/*
+ * Serve a read-only method (GET_USER, LIST_FOLLOWERS, LIST_FOLLOWING,
+ * GET_SETTINGS) from the current state. `body` is the packed request.
+ * Returns 0 and fills out (body malloc'd) or a negative GS_E* code with
+ * out->body NULL. out->status equals the return value.
+ */
+int cell_fsm_read(struct cell_fsm *fsm,
+                  uint32_t method,
+                  const uint8_t *body,
+                  size_t len,
+                  struct cell_result *out);
+
+/* Check a request body before it is proposed: it decodes as the method's
+ * request message, required fields are present, sizes within limits.
+ * Returns 0 or GS_EINVAL / GS_ETOOBIG / GS_EUNIMPL, with one line in errmsg
+ * (never containing field values). Stateless and thread-safe. */
+int cell_validate_request(uint32_t method,
+                          const uint8_t *body,
+                          size_t len,
+                          char *errmsg,
+                          size_t errmsg_len);
+
+/* Make everything applied so far durable (rocksdb_flush_wal with sync). */
+int cell_fsm_sync(struct cell_fsm *fsm);
+
+/* BLAKE2b-256 digest over every replicated key and value (everything except
+ * node-local bookkeeping), in key order; *n_keys receives the count. Two
+ * replicas at the same applied index have the same digest. */
+int cell_fsm_digest(struct cell_fsm *fsm, uint8_t digest[32], uint64_t *n_keys);
+
+#endif /* GS_ENGINE_CELL_FSM_H */

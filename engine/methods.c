@@ -1,0 +1,36 @@
+/* The method table (see methods.h). */
+#include "methods.h"
+
+#include <stddef.h>
+
+#include "geoscale.pb-c.h"
+
+#define M(ID, NAME, KIND, REQ, RESP)                                  \
+    [GEOSCALE__METHOD__METHOD_##ID] = {GEOSCALE__METHOD__METHOD_##ID, \
+                                       NAME, METHOD_KIND_##KIND,      \
+                                       &geoscale__##REQ##__descriptor, \
+                                       &geoscale__##RESP##__descriptor}
+
+static const struct method_info methods[] = {
+    M(CREATE_USER, "CreateUser", WRITE, create_user_request, create_user_response),
+    M(GET_USER, "GetUser", READ, get_user_request, get_user_response),
+    M(UPDATE_USER, "UpdateUser", WRITE, update_user_request, update_user_response),
+    M(FOLLOW, "Follow", WRITE, edge_request, edge_response),
+    M(UNFOLLOW, "Unfollow", WRITE, edge_request, edge_response),
+    M(BLOCK, "Block", WRITE, edge_request, edge_response),
+    M(UNBLOCK, "Unblock", WRITE, edge_request, edge_response),
+    M(LIST_FOLLOWERS, "ListFollowers", READ, list_edges_request, list_edges_response),
+    M(LIST_FOLLOWING, "ListFollowing", READ, list_edges_request, list_edges_response),
+    M(GET_SETTINGS, "GetSettings", READ, get_settings_request, get_settings_response),
+    M(SET_SETTINGS, "SetSettings", WRITE, set_settings_request, set_settings_response),
+    M(CELL_STATUS, "CellStatus", LOCAL, cell_status_request, cell_status_response),
+    M(STATE_DIGEST, "StateDigest", LOCAL, state_digest_request, state_digest_response),
+};
+
+const struct method_info *method_lookup(uint32_t id)
+{
+    if (id >= sizeof methods / sizeof methods[0] || methods[id].name == NULL) {
+        return NULL;
+    }
+    return &methods[id];
+}

@@ -1,0 +1,30 @@
+/*
+ * The method table: for each geoscale.Method, its name, how it is served and
+ * which protobuf messages it takes and returns. One table shared by the node,
+ * the client library and the CLI, so they cannot disagree.
+ */
+#ifndef GS_ENGINE_METHODS_H
+#define GS_ENGINE_METHODS_H
+
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+enum method_kind {
+    METHOD_KIND_WRITE = 1, /* through the Raft log of the user's cell */
+    METHOD_KIND_READ,      /* linearizable read on the cell leader */
+    METHOD_KIND_LOCAL,     /* answered by the node that receives it */
+};
+
+struct method_info {
+    uint16_t id;                               /* geoscale.Method value */
+    const char *name;                          /* "CreateUser" */
+    enum method_kind kind;
+    const ProtobufCMessageDescriptor *request;
+    const ProtobufCMessageDescriptor *response;
+};
+
+/* The entry for `id`, or NULL for an unknown method. */
+const struct method_info *method_lookup(uint32_t id);
+
+#endif /* GS_ENGINE_METHODS_H */

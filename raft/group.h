@@ -1,0 +1,112 @@
+/*
+ * A Raft group of a cell: one libraft instance over raft_uv + raft_uv_tcp on
+ * its own loop thread, with the cell FSM as its state machine.
+ *
+ * Life of a request (see struct group_req): a server thread fills a
+ * group_req and calls group_submit(); the group thread takes it from its
+ * mailbox, and
+ *   - a write (METHOD_KIND_WRITE) is packed with the other writes that arrived
+ *     meanwhile into one Raft entry (group commit, bounded by count and
+ *     bytes) and completes when that entry is applied (or fails);
+ *   - a read (METHOD_KIND_READ) waits for the next raft_barrier, one barrier
+ *     per batch of reads, then runs against the FSM (linearizable);
+ *   - a local method (CellStatus, StateDigest) is answered at once.
+ * On a node that is not the leader, writes and reads complete at once with
+ * GS_ENOTLEADER and leader_id set to the leader it knows (0 = none known).
+ * Then the request is posted to req->reply_box, and req->done runs on that
+ * mailbox's loop. The group never frees a group_req.
+ */
+#ifndef GS_RAFT_GROUP_H
+#define GS_RAFT_GROUP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../engine/cell_fsm.h"
+#include "mailbox.h"
+
+struct group;
+
+#define GROUP_ADDRESS_MAX 64
+
+struct group_peer {
+    uint64_t id;
+    char raft_address[GROUP_ADDRESS_MAX];
+    char client_address[GROUP_ADDRESS_MAX];
+};
+
+struct group_config {
+    uint64_t node_id;
+    const char *region;
+    uint32_t cell_id;
+    const char *raft_dir;             /* raft_uv directory; must exist */
+    const struct group_peer *peers;   /* the initial voters, self included */
+    size_t n_peers;
+    struct cell_fsm *fsm;             /* used only by the group thread once
+                                         started; closed by the caller after
+                                         group_stop() */
+    unsigned election_timeout_ms;     /* 0 = 1000 */
+    unsigned heartbeat_timeout_ms;    /* 0 = 100 */
+    unsigned snapshot_threshold;      /* 0 = 4096 entries */
+    unsigned snapshot_trailing;       /* 0 = 8192 entries */
+    unsigned max_batch_commands;      /* 0 = 512 per entry */
+    unsigned max_batch_bytes;         /* 0 = 1 MiB per entry */
+    unsigned max_inflight_entries;    /* 0 = 32 entries proposed, unapplied */
+};
+
+enum group_req_state {
+    GROUP_REQ_NEW = 0,   /* filled by the submitter */
+    GROUP_REQ_QUEUED,    /* in the group's mailbox or pending batch */
+    GROUP_REQ_PROPOSED,  /* in a raft_apply / waiting on a barrier */
+    GROUP_REQ_DONE,      /* result set, posted to reply_box */
+};
+
+struct group_req {
+    struct mailbox_item item;  /* must stay first */
+    /* in (owned by the submitter, unchanged until done runs) */
+    uint32_t method;
+    uint64_t client_id;
+    uint64_t client_seq;
+    const uint8_t *body;
+    size_t len;
+    struct mailbox *reply_box;
+    void (*done)(struct group_req *req);
+    void *data;
+    /* out */
+    enum group_req_state state;
+    struct cell_result result; /* result.body is the submitter's to free */
+    uint64_t leader_id;
+    /* private to the group */
+    struct group_req *next_in_batch;
+};
+
+/* Start the group thread: open raft_uv in raft_dir, bootstrap the initial
+ * configuration if the directory is pristine, start raft. Returns 0 once the
+ * thread runs, or a GS_E* code with one line in errmsg. */
+int group_start(const struct group_config *cfg,
+                struct group **out,
+                char *errmsg,
+                size_t errmsg_len);
+
+/* Hand a request to the group (any thread). If the group is stopping, the
+ * request completes with GS_ESHUTDOWN (done still runs on reply_box). */
+void group_submit(struct group *g, struct group_req *req);
+
+/* A snapshot of the group's state, safe to call from any thread. */
+struct group_status {
+    uint64_t node_id;
+    const char *state;        /* "leader", "follower", "candidate", "unavailable" */
+    uint64_t leader_id;
+    uint64_t term;
+    uint64_t commit_index;
+    uint64_t applied_index;
+    uint64_t last_log_index;
+};
+void group_get_status(struct group *g, struct group_status *out);
+
+/* Stop raft, fail every pending request with GS_ESHUTDOWN (posting them to
+ * their reply boxes), join the thread and free the group. Call from a thread
+ * other than the group's. */
+void group_stop(struct group *g);
+
+#endif /* GS_RAFT_GROUP_H */

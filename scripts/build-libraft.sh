@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Build libraft 0.22.1 (Debian 13's `raft` source package) into a prefix under
+# the build directory. Debian 12 ships libraft 0.15.0, which lacks Raft safety
+# fixes (canonical/raft #220, #386, #332), so we build the newer one.
+#
+# The source is fetched with a private apt configuration: a deb-src line for
+# trixie and its own lists/cache directories. The system's apt sources are
+# neither read for packages nor changed; only the mirror URI is reused.
+#
+# Usage: scripts/build-libraft.sh BUILD_DIR
+# Result: BUILD_DIR/libraft/prefix/{include,lib,lib/pkgconfig/raft.pc}
+# Cached: a second run with the library present does nothing.
+set -euo pipefail
+
+build_dir=${1:?usage: build-libraft.sh BUILD_DIR}
+mkdir -p "$build_dir"
+build_dir=$(cd "$build_dir" && pwd)
+top=$build_dir/libraft
+prefix=$top/prefix
+version=0.22.1
+debversion=0.22.1-1
+
+if [ -f "$prefix/lib/pkgconfig/raft.pc" ] && [ -f "$prefix/.built-$debversion" ]; then
+    exit 0
+fi
+
+echo "libraft: building $version from Debian's source package into $prefix"
+aptdir=$top/apt
+mkdir -p "$aptdir/lists/partial" "$aptdir/cache/archives/partial" "$aptdir/parts" "$aptdir/prefs"
+
+# Reuse the mirror the machine's Debian sources already point at.
+uri=""
+if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    uri=$(awk '/^URIs:/ { for (i = 2; i <= NF; i++) if ($i !~ /security/) { print $i; exit } }' \
+        /etc/apt/sources.list.d/debian.sources)
+fi
+if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
+    uri=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' \
+        /etc/apt/sources.list)
+fi
+if [ -z "$uri" ]; then
+    echo "libraft: cannot find a Debian mirror in /etc/apt/sources.list{,.d}" >&2
+    exit 1
+fi
+
+keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+echo "deb-src [signed-by=$keyring] $uri trixie main" > "$aptdir/sources.list"
+aptopts=(
+    -o "Dir::Etc::SourceList=$aptdir/sources.list"
+    -o "Dir::Etc::SourceParts=$aptdir/parts"
+    -o "Dir::Etc::PreferencesParts=$aptdir/prefs"
+    -o "Dir::State::Lists=$aptdir/lists"
+    -o "Dir::Cache=$aptdir/cache"
+    -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache="
+    -o "APT::Sandbox::User=root"
+)
+
+src=$top/src
+if [ ! -d "$src/raft-$version" ]; then
+    echo "libraft: fetching source package raft=$debversion"
+    apt-get "${aptopts[@]}" -qq update
+    rm -rf "$src"
+    mkdir -p "$src"
+    (cd "$src" && apt-get "${aptopts[@]}" -qq source --download-only "raft=$debversion")
+    (cd "$src" && dpkg-source --no-check -x raft_"$debversion".dsc "raft-$version" >/dev/null)
+fi
+
+echo "libraft: configuring and compiling (about half a minute)"
+cd "$src/raft-$version"
+[ -x configure ] || autoreconf -i >/dev/null 2>&1
+./configure --quiet --prefix="$prefix" --enable-uv --disable-backtrace \
+    --enable-fixture --disable-static >/dev/null
+make -s -j"$(nproc)" >/dev/null 2>&1 || make -j"$(nproc)"
+make -s install >/dev/null
+touch "$prefix/.built-$debversion"
+echo "libraft: installed $(PKG_CONFIG_PATH=$prefix/lib/pkgconfig pkg-config --modversion raft) in $prefix"

@@ -66,7 +66,8 @@ uint64_t cell_fsm_applied_index(const struct cell_fsm *fsm);
  * nothing of its own but does not fail the entry. An entry that cannot be
  * decoded at all still advances applied_index.
  *
- * Returns 0, or GS_EIO if RocksDB failed (the replica must then stop).
+ * Returns 0, or GS_EIO / GS_ENOMEM if the entry could not be committed
+ * (nothing of it is written; the replica must then stop applying).
  */
 int cell_fsm_apply(struct cell_fsm *fsm,
                    uint64_t index,

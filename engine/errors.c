@@ -1,6 +1,8 @@
 /* Text for GeoScale error codes (include/geoscale/errors.h). */
 #include "geoscale/errors.h"
 
+#include <limits.h>
+
 struct error_text {
     const char *name;
     const char *text;
@@ -32,6 +34,9 @@ static const struct error_text error_texts[] = {
 
 static const struct error_text *error_lookup(int code)
 {
+    if (code < -INT_MAX) {
+        return 0;
+    }
     if (code < 0) {
         code = -code;
     }

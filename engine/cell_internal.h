@@ -1,0 +1,178 @@
+/*
+ * Internals of the cell state machine, shared by its files:
+ *
+ *   cell_fsm.c   open/close, apply (entries, idempotency, expiry), read,
+ *                digest, sync
+ *   cell_kv.c    reads and writes through the entry's WriteBatchWithIndex
+ *   profile.c    CreateUser, GetUser, UpdateUser
+ *   graph.c      Follow, Unfollow, Block, Unblock, ListFollowers/Following
+ *   settings.c   GetSettings, SetSettings, defaults
+ *   privacy.c    what a viewer may see of a profile
+ *   validate.c   stateless request checks (also run again on apply)
+ *
+ * A handler runs against a struct cell_ctx. While an entry is applied, ctx->wb
+ * is the entry's WriteBatchWithIndex: reads see the DB plus the writes of the
+ * earlier commands of the entry, writes go into the batch. For a read-only
+ * request ctx->wb is NULL and writes are forbidden (asserted).
+ *
+ * Handler rule: check everything first, write after. A handler that returns
+ * an error has written nothing. GS_EIO and GS_ENOMEM from a handler are fatal
+ * for the whole entry (nothing of it is committed); any other error is the
+ * command's own outcome.
+ */
+#ifndef GS_ENGINE_CELL_INTERNAL_H
+#define GS_ENGINE_CELL_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <rocksdb/c.h>
+
+#include "geoscale.pb-c.h"
+#include "keys.h"
+
+#define CELL_SCHEMA_VERSION 1
+#define CELL_ID_BITS 24 /* user_id = cell_id << 40 | seq */
+#define CELL_USER_SEQ_BITS 40
+
+/* Field limits (bytes). */
+#define CELL_USERNAME_MAX 64
+#define CELL_DISPLAY_NAME_MAX 128
+#define CELL_EMAIL_MAX 254
+#define CELL_PHONE_MAX 32
+#define CELL_BIO_MAX 4096
+#define CELL_AVATAR_URL_MAX 1024
+#define CELL_PLAN_MAX 32
+
+#define CELL_LIST_DEFAULT 100
+#define CELL_LIST_MAX 1000
+
+struct cell_fsm {
+    rocksdb_t *db;
+    rocksdb_options_t *options;
+    rocksdb_readoptions_t *readopts;
+    rocksdb_writeoptions_t *writeopts; /* sync = 0 */
+    rocksdb_writebatch_wi_t *wb;       /* reused by every apply */
+    uint32_t cell_id;
+    uint64_t applied_index; /* cache of 'S' applied_index */
+    uint8_t username_key[64];
+    size_t username_key_len;
+};
+
+struct cell_ctx {
+    struct cell_fsm *fsm;
+    rocksdb_writebatch_wi_t *wb; /* NULL: read-only */
+    int64_t now_ms;              /* the batch's timestamp (0 for reads) */
+};
+
+/* ---------------------------------------------------------------- cell_kv.c */
+
+/* Read a value. Returns 0 with *val (free with rocksdb_free) and *len, or
+ * GS_ENOTFOUND, or GS_EIO. */
+int cell_kv_get(struct cell_ctx *ctx, const struct key *k, char **val, size_t *len);
+/* Returns 0 and *exists, or GS_EIO. */
+int cell_kv_exists(struct cell_ctx *ctx, const struct key *k, bool *exists);
+/* Read and unpack a stored message. Returns 0 and *out (the caller frees it
+ * with protobuf_c_message_free_unpacked), GS_ENOTFOUND, or GS_EIO (also for
+ * a stored value that does not unpack). */
+int cell_kv_get_msg(struct cell_ctx *ctx, const struct key *k,
+                    const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out);
+/* Read a u64 BE value. Returns 0, GS_ENOTFOUND or GS_EIO. */
+int cell_kv_get_u64(struct cell_ctx *ctx, const struct key *k, uint64_t *v);
+
+/* Writes into ctx->wb (which must not be NULL). */
+void cell_kv_put(struct cell_ctx *ctx, const struct key *k, const void *val, size_t len);
+void cell_kv_put_u64(struct cell_ctx *ctx, const struct key *k, uint64_t v);
+/* Returns 0 or GS_ENOMEM. */
+int cell_kv_put_msg(struct cell_ctx *ctx, const struct key *k, const ProtobufCMessage *msg);
+void cell_kv_delete(struct cell_ctx *ctx, const struct key *k);
+
+/* An iterator over DB + batch (or the DB alone for reads). The caller owns
+ * it and destroys it with rocksdb_iter_destroy(); it must not outlive ctx,
+ * and the batch must not be written while it is open. */
+rocksdb_iterator_t *cell_kv_iter(struct cell_ctx *ctx);
+/* Returns GS_EIO if the iterator reported an error, else 0. */
+int cell_kv_iter_status(rocksdb_iterator_t *it);
+
+/* Pack msg into a malloc'd buffer (never NULL on success, even for an empty
+ * message). Returns 0 or GS_ENOMEM. The caller frees *body with free(). */
+int cell_pack(const ProtobufCMessage *msg, uint8_t **body, size_t *len);
+
+/* ---------------------------------------------------------------- validate.c */
+
+/* Stateless checks of an unpacked request of `method`. Returns 0 or
+ * GS_EINVAL / GS_ETOOBIG / GS_EUNIMPL; errmsg (may be NULL) names the field,
+ * never its value. */
+int cell_check_request(uint32_t method, const ProtobufCMessage *req, char *errmsg, size_t len);
+/* Username syntax: 1-64 bytes of [a-z0-9_.]. Returns 0, GS_EINVAL or GS_ETOOBIG. */
+int cell_check_username(const char *username);
+
+/* ---------------------------------------------------------------- handlers */
+
+/* Every handler: 0 with *body and *len (malloc'd packed response, the caller
+ * frees it) or a negative GS_E* code with nothing written. */
+typedef int (*cell_handler)(struct cell_ctx *ctx, const ProtobufCMessage *req, uint8_t **body,
+                            size_t *len);
+
+int cell_create_user(struct cell_ctx *ctx, const ProtobufCMessage *req, uint8_t **body,
+                     size_t *len);
+int cell_get_user(struct cell_ctx *ctx, const ProtobufCMessage *req, uint8_t **body, size_t *len);
+int cell_update_user(struct cell_ctx *ctx, const ProtobufCMessage *req, uint8_t **body,
+                     size_t *len);
+int cell_follow(struct cell_ctx *ctx, const ProtobufCMessage *req, uint8_t **body, size_t *len);
+int cell_unfollow(struct cell_ctx *ctx, const ProtobufCMessage *req, uint8_t **body, size_t *len);
+int cell_block(struct cell_ctx *ctx, const ProtobufCMessage *req, uint8_t **body, size_t *len);
+int cell_unblock(struct cell_ctx *ctx, const ProtobufCMessage *req, uint8_t **body, size_t *len);
+int cell_list_followers(struct cell_ctx *ctx, const ProtobufCMessage *req, uint8_t **body,
+                        size_t *len);
+int cell_list_following(struct cell_ctx *ctx, const ProtobufCMessage *req, uint8_t **body,
+                        size_t *len);
+int cell_get_settings(struct cell_ctx *ctx, const ProtobufCMessage *req, uint8_t **body,
+                      size_t *len);
+int cell_set_settings(struct cell_ctx *ctx, const ProtobufCMessage *req, uint8_t **body,
+                      size_t *len);
+
+/* ---------------------------------------------------------------- shared helpers */
+
+/* profile.c: whether a user exists. Returns 0 and *exists, or GS_EIO. */
+int cell_user_exists(struct cell_ctx *ctx, uint64_t user_id, bool *exists);
+/* profile.c: edge counters of a user (zeros if none stored). 0 or GS_EIO. */
+int cell_counts_load(struct cell_ctx *ctx, uint64_t user_id, uint64_t *followers,
+                     uint64_t *following);
+/* profile.c: write edge counters. 0 or GS_ENOMEM. */
+int cell_counts_store(struct cell_ctx *ctx, uint64_t user_id, uint64_t followers,
+                      uint64_t following);
+
+/* graph.c: whether the edge key prefix+a+b exists. 0 and *exists, or GS_EIO. */
+int cell_edge_exists(struct cell_ctx *ctx, uint8_t prefix, uint64_t a, uint64_t b, bool *exists);
+
+/* settings.c: the defaults of a new user. */
+void cell_settings_default(Geoscale__Settings *s);
+/* settings.c: a user's settings with UNSPECIFIED fields resolved to the
+ * defaults. Returns 0 (the user's row may be absent: defaults) or GS_EIO. */
+int cell_settings_load(struct cell_ctx *ctx, uint64_t user_id, Geoscale__Settings *out);
+
+/* privacy.c */
+enum privacy_field {
+    PRIVACY_DISPLAY_NAME = 0,
+    PRIVACY_EMAIL,
+    PRIVACY_PHONE,
+    PRIVACY_BIRTH_DATE,
+    PRIVACY_BIO,
+    PRIVACY_AVATAR_URL,
+    PRIVACY_PLAN,
+    PRIVACY_CREATED_AT,
+    PRIVACY_VERSION,
+    PRIVACY_N_FIELDS,
+};
+
+/* Name of a field as listed in GetUserResponse.hidden_fields. */
+const char *privacy_field_name(enum privacy_field f);
+
+/* Decide which fields the viewer sees. settings must be resolved (no
+ * UNSPECIFIED). visible[f] is set for every field. Pure function. */
+void privacy_decide(const Geoscale__Settings *settings, bool viewer_is_owner,
+                    bool viewer_follows_owner, bool visible[PRIVACY_N_FIELDS]);
+
+#endif /* GS_ENGINE_CELL_INTERNAL_H */

@@ -1,1 +1,953 @@
-/* placeholder: being written */
+/*
+ * A cell's Raft group: libraft (v0 API) over raft_uv + raft_uv_tcp, on a
+ * loop thread of its own, with the cell FSM as state machine.
+ *
+ * Threads. The group thread owns the uv loop, the raft instance and the
+ * FSM. Other threads talk to it only through its inbox (a mailbox) and read
+ * its status through a mutex-protected copy refreshed on the group thread.
+ * Completed requests go back through the submitter's reply mailbox.
+ *
+ * Group commit. Every inbox wake-up drains all requests posted since the
+ * last one. Writes wait in `pending` and are packed into entries of at most
+ * max_batch_commands commands / max_batch_bytes bytes, with at most
+ * max_inflight_entries entries proposed and not yet applied: while the log
+ * is busy, the next batch grows, so throughput rises with load instead of
+ * entries per second. Each entry is one raft_apply and, on every replica,
+ * one RocksDB WriteBatch.
+ *
+ * Results. libraft hands apply() no index and passes `result` only to the
+ * proposer's callback. The group keeps its proposals in a FIFO ordered by
+ * log index; apply() computes the index as raft_last_applied() + 1 and, if
+ * the head proposal sits at that index, lets the FSM write the per-command
+ * results straight into it. This is the same index matching libraft uses
+ * for its own request callbacks: a proposal is pending only while this node
+ * leads the term it was proposed in, and libraft fails every pending request
+ * when the node steps down. Nothing is heap-allocated for followers.
+ *
+ * Reads. Linearizable reads wait for a raft_barrier: one barrier serves all
+ * the reads that arrived before it was proposed; reads arriving later wait
+ * for the next one. A barrier is an entry of the leader's term committed by
+ * a quorum, so its completion also proves leadership.
+ *
+ * Outcomes. A write whose raft_apply was refused was never proposed
+ * (NOT_LEADER / UNAVAILABLE, safe to retry). A write whose callback failed
+ * (leadership lost, shutdown) may still be committed later: it completes
+ * with GS_EUNKNOWN, and the client's retry with the same idempotency key is
+ * applied at most once.
+ *
+ * Snapshots. snapshot() makes the FSM durable up to its applied index (one
+ * WAL fsync) and returns a small manifest, never the data, so libraft may
+ * then truncate its log. restore() ignores a manifest that is not newer than
+ * the database. A newer one would need the checkpoint transfer between
+ * peers, which this version does not have: it is refused loudly, and the log
+ * trailing (snapshot_trailing entries) is kept long enough that ordinary lag
+ * and restarts never need it.
+ */
+#include "group.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <raft.h>
+#include <raft/uv.h>
+#include <sodium.h>
+
+#include "../engine/entry.h"
+#include "../engine/log.h"
+#include "../engine/methods.h"
+#include "geoscale/errors.h"
+
+#define GROUP_TICK_MS 50
+#define MANIFEST_FORMAT 1
+
+/* One raft_apply of a batch of writes. */
+struct proposal {
+    struct raft_apply apply; /* apply.data = the proposal */
+    struct group *g;
+    struct group_request *reqs;  /* linked by next_in_batch, in command order */
+    size_t n;
+    struct cell_result *results; /* n slots, filled by apply() on this node */
+    size_t n_results;
+    bool applied;
+    struct proposal *next;   /* in-flight FIFO, by log index */
+};
+
+struct group {
+    struct group_config cfg;
+    struct group_peer *peers;
+    char *raft_dir;
+    char *region;
+    char raft_address[GROUP_ADDRESS_MAX];
+
+    pthread_t thread;
+    uv_loop_t loop;
+    struct mailbox inbox;
+    uv_async_t stop_async;
+    uv_timer_t tick;
+
+    struct raft_uv_transport transport;
+    struct raft_io io;
+    struct raft_fsm fsm;
+    struct raft raft;
+    bool raft_initialized;
+
+    /* Writes waiting for a batch slot. */
+    struct group_request *pending_head, *pending_tail;
+    size_t n_pending;
+    /* Proposals in flight, oldest (lowest index) first. */
+    struct proposal *inflight_head, *inflight_tail;
+    unsigned n_inflight;
+    uint64_t nonce;
+    uint64_t next_proposal_seq;
+
+    /* Reads waiting for the next barrier, and those behind the current one. */
+    struct group_request *reads_waiting_head, *reads_waiting_tail;
+    struct group_request *reads_barrier;
+    struct raft_barrier barrier;
+    bool barrier_inflight;
+
+    bool stopping;
+
+    /* Start handshake with group_start(). */
+    pthread_mutex_t start_lock;
+    pthread_cond_t start_cond;
+    bool start_done;
+    int start_rv;
+    char start_errmsg[512];
+
+    /* Status copy for other threads. */
+    pthread_mutex_t status_lock;
+    struct group_status status;
+};
+
+/* ------------------------------------------------------------ completion */
+
+static void req_complete(struct group *g, struct group_request *req, int status)
+{
+    assert(req->state != GROUP_REQ_DONE);
+    if (status != 0) {
+        free(req->result.body);
+        req->result.body = NULL;
+        req->result.len = 0;
+    }
+    req->result.status = status;
+    if (req->leader_id == 0 && g->raft_initialized) {
+        raft_id leader_id = 0;
+        const char *address = NULL;
+        raft_leader(&g->raft, &leader_id, &address);
+        req->leader_id = leader_id;
+    }
+    req->state = GROUP_REQ_DONE;
+    req->next_in_batch = NULL;
+    if (!mailbox_post(req->reply_box, &req->item)) {
+        /* The submitter closed its mailbox before the group finished: a
+         * node shutdown ordering bug. Nothing safe to do but say so. */
+        log_error("group", "event=reply_box_closed method=%u", req->method);
+    }
+}
+
+static void req_list_complete(struct group *g, struct group_request *list, int status)
+{
+    while (list != NULL) {
+        struct group_request *next = list->next_in_batch;
+        req_complete(g, list, status);
+        list = next;
+    }
+}
+
+static uint64_t group_leader(struct group *g)
+{
+    raft_id leader_id = 0;
+    const char *address = NULL;
+    raft_leader(&g->raft, &leader_id, &address);
+    return leader_id;
+}
+
+static void group_refresh_status(struct group *g)
+{
+    struct group_status s;
+    memset(&s, 0, sizeof s);
+    s.node_id = g->cfg.node_id;
+    if (g->raft_initialized) {
+        switch (raft_state(&g->raft)) {
+        case RAFT_LEADER:
+            s.state = "leader";
+            break;
+        case RAFT_FOLLOWER:
+            s.state = "follower";
+            break;
+        case RAFT_CANDIDATE:
+            s.state = "candidate";
+            break;
+        default:
+            s.state = "unavailable";
+            break;
+        }
+        s.leader_id = group_leader(g);
+        s.term = raft_current_term(&g->raft);
+        s.commit_index = raft_commit_index(&g->raft);
+        s.applied_index = raft_last_applied(&g->raft);
+        s.last_log_index = raft_last_index(&g->raft);
+    } else {
+        s.state = "unavailable";
+    }
+    pthread_mutex_lock(&g->status_lock);
+    g->status = s;
+    pthread_mutex_unlock(&g->status_lock);
+}
+
+/* ------------------------------------------------------------ the FSM */
+
+static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
+{
+    struct group *g = fsm->data;
+    raft_index index = raft_last_applied(&g->raft) + 1;
+    struct proposal *p = g->inflight_head;
+    struct cell_result *results = NULL;
+    size_t max_results = 0;
+
+    *result = NULL;
+    /* Only a leader has live proposals: when it steps down, libraft fails
+     * them all before any entry of another leader can be applied here. */
+    if (p != NULL && p->apply.index == index && raft_state(&g->raft) == RAFT_LEADER) {
+        results = p->results;
+        max_results = p->n;
+    }
+    size_t n_results = 0;
+    int rv = cell_fsm_apply(g->cfg.fsm, index, buf->base, buf->len, results, max_results,
+                            &n_results);
+    if (rv != 0) {
+        /* A storage failure: this replica cannot go on applying without
+         * diverging. Stop applying; raft reports the error. */
+        log_error("group", "event=apply_failed index=%llu code=%s", (unsigned long long)index,
+                  gs_error_name(rv));
+        return RAFT_IOERR;
+    }
+    if (results != NULL) {
+        p->applied = true;
+        p->n_results = n_results;
+    }
+    return 0;
+}
+
+static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+    struct group *g = fsm->data;
+    int rv = cell_fsm_sync(g->cfg.fsm);
+    if (rv != 0) {
+        log_error("group", "event=snapshot_sync_failed code=%s", gs_error_name(rv));
+        return RAFT_IOERR;
+    }
+    Geoscale__SnapshotManifest m = GEOSCALE__SNAPSHOT_MANIFEST__INIT;
+    m.format = MANIFEST_FORMAT;
+    m.applied_index = cell_fsm_applied_index(g->cfg.fsm);
+    m.cell_id = g->cfg.cell_id;
+    size_t len = geoscale__snapshot_manifest__get_packed_size(&m);
+    *bufs = raft_malloc(sizeof **bufs);
+    if (*bufs == NULL) {
+        return RAFT_NOMEM;
+    }
+    (*bufs)[0].base = raft_malloc(len > 0 ? len : 1);
+    if ((*bufs)[0].base == NULL) {
+        raft_free(*bufs);
+        *bufs = NULL;
+        return RAFT_NOMEM;
+    }
+    (*bufs)[0].len = geoscale__snapshot_manifest__pack(&m, (*bufs)[0].base);
+    *n_bufs = 1;
+    log_info("group", "event=snapshot applied_index=%" PRIu64, (uint64_t)m.applied_index);
+    return 0;
+}
+
+static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
+{
+    struct group *g = fsm->data;
+    Geoscale__SnapshotManifest *m =
+        geoscale__snapshot_manifest__unpack(NULL, buf->len, buf->base);
+    int rv = 0;
+    if (m == NULL || m->format != MANIFEST_FORMAT || m->cell_id != g->cfg.cell_id) {
+        log_error("group", "event=restore_bad_manifest");
+        rv = RAFT_MALFORMED;
+        goto out;
+    }
+    uint64_t have = cell_fsm_applied_index(g->cfg.fsm);
+    if (m->applied_index <= have) {
+        log_info("group", "event=restore_skipped manifest_index=%" PRIu64 " db_index=%" PRIu64,
+                 (uint64_t)m->applied_index, have);
+        goto out;
+    }
+    log_error("group",
+              "event=restore_needs_transfer manifest_index=%" PRIu64 " db_index=%" PRIu64
+              " detail=\"checkpoint transfer between peers is not available; "
+              "this replica cannot catch up by snapshot\"",
+              (uint64_t)m->applied_index, have);
+    rv = RAFT_IOERR;
+out:
+    if (m != NULL) {
+        geoscale__snapshot_manifest__free_unpacked(m, NULL);
+    }
+    raft_free(buf->base);
+    return rv;
+}
+
+/* ------------------------------------------------------------ writes */
+
+static void proposal_free(struct proposal *p)
+{
+    free(p->results);
+    free(p);
+}
+
+static void group_flush_writes(struct group *g);
+
+static void proposal_apply_cb(struct raft_apply *apply, int status, void *result)
+{
+    (void)result;
+    struct proposal *p = apply->data;
+    struct group *g = p->g;
+
+    /* Unlink from the in-flight FIFO (callbacks normally come in order, but
+     * failures may not). */
+    struct proposal **link = &g->inflight_head;
+    struct proposal *prev = NULL;
+    while (*link != NULL && *link != p) {
+        prev = *link;
+        link = &(*link)->next;
+    }
+    assert(*link == p);
+    *link = p->next;
+    if (g->inflight_tail == p) {
+        g->inflight_tail = prev;
+    }
+    g->n_inflight--;
+
+    struct group_request *req = p->reqs;
+    size_t i = 0;
+    while (req != NULL) {
+        struct group_request *next = req->next_in_batch;
+        if (status == 0 && p->applied && i < p->n_results) {
+            req->result = p->results[i];
+            p->results[i].body = NULL;
+            req_complete(g, req, req->result.status);
+        } else if (status == 0) {
+            /* Committed but this node's FSM gave no result: cannot happen
+             * unless an invariant broke. */
+            log_error("group", "event=missing_result index=%llu",
+                      (unsigned long long)apply->index);
+            req_complete(g, req, GS_EINTERNAL);
+        } else {
+            req_complete(g, req, GS_EUNKNOWN);
+        }
+        req = next;
+        i++;
+    }
+    for (i = 0; i < p->n_results; i++) {
+        free(p->results[i].body); /* those not handed over above */
+    }
+    if (status != 0) {
+        log_info("group", "event=proposal_failed index=%llu status=%s commands=%zu",
+                 (unsigned long long)apply->index, raft_strerror(status), p->n);
+    }
+    proposal_free(p);
+    group_refresh_status(g);
+    if (!g->stopping) {
+        group_flush_writes(g);
+    }
+}
+
+static int req_not_leader_status(struct group *g)
+{
+    return group_leader(g) != 0 ? GS_ENOTLEADER : GS_EUNAVAILABLE;
+}
+
+/* Propose one entry with up to max_batch_commands pending writes. */
+static void group_propose_batch(struct group *g)
+{
+    size_t max_cmds = g->cfg.max_batch_commands;
+    size_t max_bytes = g->cfg.max_batch_bytes;
+    size_t n = 0;
+    size_t bytes = 0;
+    struct group_request *last = NULL;
+    for (struct group_request *r = g->pending_head; r != NULL; r = r->next_in_batch) {
+        size_t cost = r->len + 32;
+        if (n > 0 && (n >= max_cmds || bytes + cost > max_bytes)) {
+            break;
+        }
+        n++;
+        bytes += cost;
+        last = r;
+    }
+    assert(n > 0);
+
+    struct proposal *p = calloc(1, sizeof *p);
+    Geoscale__CellCommand *cmds = calloc(n, sizeof *cmds);
+    Geoscale__CellCommand **cmd_ptrs = calloc(n, sizeof *cmd_ptrs);
+    struct cell_result *results = calloc(n, sizeof *results);
+    void *entry = NULL;
+    int status = GS_ENOMEM;
+    if (p == NULL || cmds == NULL || cmd_ptrs == NULL || results == NULL) {
+        goto fail;
+    }
+
+    Geoscale__CellBatch batch = GEOSCALE__CELL_BATCH__INIT;
+    batch.proposer_id = g->cfg.node_id;
+    batch.proposer_nonce = g->nonce;
+    batch.proposal_seq = ++g->next_proposal_seq;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    batch.timestamp_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    batch.n_commands = n;
+    batch.commands = cmd_ptrs;
+    size_t i = 0;
+    for (struct group_request *r = g->pending_head; i < n; r = r->next_in_batch, i++) {
+        geoscale__cell_command__init(&cmds[i]);
+        cmds[i].method = r->method;
+        cmds[i].client_id = r->client_id;
+        cmds[i].client_seq = r->client_seq;
+        cmds[i].body.data = (uint8_t *)r->body;
+        cmds[i].body.len = r->len;
+        cmd_ptrs[i] = &cmds[i];
+    }
+    size_t len = entry_encoded_size(&batch);
+    entry = raft_malloc(len);
+    if (entry == NULL) {
+        goto fail;
+    }
+    size_t written = entry_encode(&batch, entry);
+    assert(written == len && len % 8 == 0);
+
+    p->g = g;
+    p->apply.data = p;
+    p->n = n;
+    p->results = results;
+    struct raft_buffer buf = {.base = entry, .len = len};
+    int rv = raft_apply(&g->raft, &p->apply, &buf, 1, proposal_apply_cb);
+    if (rv != 0) {
+        raft_free(entry);
+        entry = NULL;
+        status = rv == RAFT_NOTLEADER || rv == RAFT_LEADERSHIPLOST
+                     ? req_not_leader_status(g)
+                     : GS_EUNAVAILABLE;
+        log_info("group", "event=propose_refused reason=%s commands=%zu", raft_strerror(rv), n);
+        goto fail;
+    }
+
+    /* Detach the batch from the pending list into the proposal. */
+    p->reqs = g->pending_head;
+    g->pending_head = last->next_in_batch;
+    if (g->pending_head == NULL) {
+        g->pending_tail = NULL;
+    }
+    last->next_in_batch = NULL;
+    g->n_pending -= n;
+    for (struct group_request *r = p->reqs; r != NULL; r = r->next_in_batch) {
+        r->state = GROUP_REQ_PROPOSED;
+    }
+    if (g->inflight_tail != NULL) {
+        g->inflight_tail->next = p;
+    } else {
+        g->inflight_head = p;
+    }
+    g->inflight_tail = p;
+    g->n_inflight++;
+    free(cmds);
+    free(cmd_ptrs);
+    return;
+
+fail:
+    /* Nothing was proposed: the n requests fail with a retryable status. */
+    free(cmds);
+    free(cmd_ptrs);
+    free(results);
+    free(p);
+    for (size_t k = 0; k < n; k++) {
+        struct group_request *r = g->pending_head;
+        g->pending_head = r->next_in_batch;
+        g->n_pending--;
+        req_complete(g, r, status);
+    }
+    if (g->pending_head == NULL) {
+        g->pending_tail = NULL;
+    }
+}
+
+static void group_flush_writes(struct group *g)
+{
+    while (g->pending_head != NULL && g->n_inflight < g->cfg.max_inflight_entries) {
+        if (raft_state(&g->raft) != RAFT_LEADER) {
+            struct group_request *list = g->pending_head;
+            g->pending_head = g->pending_tail = NULL;
+            g->n_pending = 0;
+            req_list_complete(g, list, req_not_leader_status(g));
+            return;
+        }
+        group_propose_batch(g);
+    }
+}
+
+/* ------------------------------------------------------------ reads */
+
+static void group_maybe_barrier(struct group *g);
+
+static void barrier_cb(struct raft_barrier *barrier, int status)
+{
+    struct group *g = barrier->data;
+    struct group_request *list = g->reads_barrier;
+    g->reads_barrier = NULL;
+    g->barrier_inflight = false;
+    while (list != NULL) {
+        struct group_request *next = list->next_in_batch;
+        if (status == 0) {
+            cell_fsm_read(g->cfg.fsm, list->method, list->body, list->len, &list->result);
+            req_complete(g, list, list->result.status);
+        } else {
+            req_complete(g, list, g->stopping ? GS_ESHUTDOWN : req_not_leader_status(g));
+        }
+        list = next;
+    }
+    if (!g->stopping) {
+        group_maybe_barrier(g);
+    }
+}
+
+static void group_maybe_barrier(struct group *g)
+{
+    if (g->barrier_inflight || g->reads_waiting_head == NULL) {
+        return;
+    }
+    struct group_request *list = g->reads_waiting_head;
+    g->reads_waiting_head = g->reads_waiting_tail = NULL;
+    if (raft_state(&g->raft) != RAFT_LEADER) {
+        req_list_complete(g, list, req_not_leader_status(g));
+        return;
+    }
+    g->barrier.data = g;
+    int rv = raft_barrier(&g->raft, &g->barrier, barrier_cb);
+    if (rv != 0) {
+        req_list_complete(g, list, rv == RAFT_NOTLEADER ? req_not_leader_status(g)
+                                                         : GS_EUNAVAILABLE);
+        return;
+    }
+    for (struct group_request *r = list; r != NULL; r = r->next_in_batch) {
+        r->state = GROUP_REQ_PROPOSED;
+    }
+    g->reads_barrier = list;
+    g->barrier_inflight = true;
+}
+
+/* ------------------------------------------------------------ local methods */
+
+static void group_state_digest(struct group *g, struct group_request *req)
+{
+    uint8_t digest[32];
+    uint64_t n_keys = 0;
+    int rv = cell_fsm_digest(g->cfg.fsm, digest, &n_keys);
+    if (rv != 0) {
+        req_complete(g, req, rv);
+        return;
+    }
+    Geoscale__StateDigestResponse resp = GEOSCALE__STATE_DIGEST_RESPONSE__INIT;
+    resp.node_id = g->cfg.node_id;
+    resp.applied_index = cell_fsm_applied_index(g->cfg.fsm);
+    resp.digest.data = digest;
+    resp.digest.len = sizeof digest;
+    resp.keys = n_keys;
+    size_t len = geoscale__state_digest_response__get_packed_size(&resp);
+    req->result.body = malloc(len);
+    if (req->result.body == NULL) {
+        req_complete(g, req, GS_ENOMEM);
+        return;
+    }
+    req->result.len = geoscale__state_digest_response__pack(&resp, req->result.body);
+    req_complete(g, req, 0);
+}
+
+/* ------------------------------------------------------------ inbox */
+
+static void group_inbox_deliver(struct mailbox *box, struct mailbox_item *items)
+{
+    struct group *g = box->data;
+    bool is_leader = raft_state(&g->raft) == RAFT_LEADER;
+    while (items != NULL) {
+        struct group_request *req = (struct group_request *)items;
+        items = items->next;
+        req->state = GROUP_REQ_QUEUED;
+        req->next_in_batch = NULL;
+        memset(&req->result, 0, sizeof req->result);
+        req->leader_id = 0;
+        if (g->stopping) {
+            req_complete(g, req, GS_ESHUTDOWN);
+            continue;
+        }
+        const struct method_info *m = method_lookup(req->method);
+        if (m == NULL) {
+            req_complete(g, req, GS_EUNIMPL);
+            continue;
+        }
+        if (m->kind == METHOD_KIND_LOCAL) {
+            if (req->method == GEOSCALE__METHOD__METHOD_STATE_DIGEST) {
+                group_state_digest(g, req);
+            } else {
+                req_complete(g, req, GS_EUNIMPL);
+            }
+            continue;
+        }
+        if (!is_leader) {
+            req_complete(g, req, req_not_leader_status(g));
+            continue;
+        }
+        if (m->kind == METHOD_KIND_WRITE) {
+            if (g->pending_tail != NULL) {
+                g->pending_tail->next_in_batch = req;
+            } else {
+                g->pending_head = req;
+            }
+            g->pending_tail = req;
+            g->n_pending++;
+        } else {
+            if (g->reads_waiting_tail != NULL) {
+                g->reads_waiting_tail->next_in_batch = req;
+            } else {
+                g->reads_waiting_head = req;
+            }
+            g->reads_waiting_tail = req;
+        }
+    }
+    if (!g->stopping) {
+        group_flush_writes(g);
+        group_maybe_barrier(g);
+    }
+}
+
+void group_submit(struct group *g, struct group_request *req)
+{
+    req->state = GROUP_REQ_NEW;
+    if (!mailbox_post(&g->inbox, &req->item)) {
+        /* The group is stopping: answer from the caller's thread. */
+        memset(&req->result, 0, sizeof req->result);
+        req->result.status = GS_ESHUTDOWN;
+        req->leader_id = 0;
+        req->state = GROUP_REQ_DONE;
+        if (!mailbox_post(req->reply_box, &req->item)) {
+            log_error("group", "event=reply_box_closed method=%u", req->method);
+        }
+    }
+}
+
+/* ------------------------------------------------------------ tick */
+
+static void group_tick_cb(uv_timer_t *timer)
+{
+    struct group *g = timer->data;
+    group_refresh_status(g);
+    /* Requests queued while leader must not wait forever after a step-down:
+     * the next tick answers them. */
+    if (raft_state(&g->raft) != RAFT_LEADER) {
+        if (g->pending_head != NULL) {
+            struct group_request *list = g->pending_head;
+            g->pending_head = g->pending_tail = NULL;
+            g->n_pending = 0;
+            req_list_complete(g, list, req_not_leader_status(g));
+        }
+        if (g->reads_waiting_head != NULL) {
+            struct group_request *list = g->reads_waiting_head;
+            g->reads_waiting_head = g->reads_waiting_tail = NULL;
+            req_list_complete(g, list, req_not_leader_status(g));
+        }
+    }
+}
+
+/* ------------------------------------------------------------ start/stop */
+
+static void group_start_signal(struct group *g, int rv)
+{
+    pthread_mutex_lock(&g->start_lock);
+    g->start_done = true;
+    g->start_rv = rv;
+    pthread_cond_signal(&g->start_cond);
+    pthread_mutex_unlock(&g->start_lock);
+}
+
+static void group_raft_close_cb(struct raft *r)
+{
+    struct group *g = r->data;
+    raft_uv_close(&g->io);
+    raft_uv_tcp_close(&g->transport);
+    g->raft_initialized = false;
+}
+
+static void group_stop_cb(uv_async_t *async)
+{
+    struct group *g = async->data;
+    if (g->stopping) {
+        return;
+    }
+    g->stopping = true;
+    log_info("group", "event=stopping node_id=%" PRIu64, g->cfg.node_id);
+    /* Requests not yet proposed were never applied: SHUTDOWN. */
+    struct group_request *list = g->pending_head;
+    g->pending_head = g->pending_tail = NULL;
+    g->n_pending = 0;
+    req_list_complete(g, list, GS_ESHUTDOWN);
+    list = g->reads_waiting_head;
+    g->reads_waiting_head = g->reads_waiting_tail = NULL;
+    req_list_complete(g, list, GS_ESHUTDOWN);
+    /* Proposals and the barrier in flight complete through their callbacks
+     * (with RAFT_SHUTDOWN) during raft_close. */
+    mailbox_close(&g->inbox, NULL);
+    uv_close((uv_handle_t *)&g->tick, NULL);
+    uv_close((uv_handle_t *)&g->stop_async, NULL);
+    group_refresh_status(g);
+    raft_close(&g->raft, group_raft_close_cb);
+}
+
+static int group_mkdir(const char *path)
+{
+    if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+        return -errno;
+    }
+    return 0;
+}
+
+/* Set up raft on the group thread. Returns 0 or a GS_E* code with detail in
+ * g->start_errmsg. */
+static int group_setup(struct group *g)
+{
+    char *errmsg = g->start_errmsg;
+    size_t errlen = sizeof g->start_errmsg;
+    struct raft_configuration conf;
+    int rv;
+
+    rv = group_mkdir(g->raft_dir);
+    if (rv != 0) {
+        snprintf(errmsg, errlen, "cannot create raft dir %s: %s", g->raft_dir, strerror(-rv));
+        return GS_EIO;
+    }
+    g->transport.version = 1;
+    g->transport.data = g;
+    rv = raft_uv_tcp_init(&g->transport, &g->loop);
+    if (rv != 0) {
+        snprintf(errmsg, errlen, "raft_uv_tcp_init: %s", raft_strerror(rv));
+        return GS_EIO;
+    }
+    rv = raft_uv_init(&g->io, &g->loop, g->raft_dir, &g->transport);
+    if (rv != 0) {
+        snprintf(errmsg, errlen, "raft_uv_init: %s", g->io.errmsg);
+        raft_uv_tcp_close(&g->transport);
+        return GS_EIO;
+    }
+    /* A torn write at the tail of the open segment after a crash is dropped
+     * and the log loads; the entries lost were never acknowledged by this
+     * node (appends complete only once durable). */
+    raft_uv_set_auto_recovery(&g->io, true);
+
+    g->fsm.version = 1;
+    g->fsm.data = g;
+    g->fsm.apply = fsm_apply;
+    g->fsm.snapshot = fsm_snapshot;
+    g->fsm.restore = fsm_restore;
+
+    rv = raft_init(&g->raft, &g->io, &g->fsm, g->cfg.node_id, g->raft_address);
+    if (rv != 0) {
+        snprintf(errmsg, errlen, "raft_init: %s", raft_errmsg(&g->raft));
+        raft_uv_close(&g->io);
+        raft_uv_tcp_close(&g->transport);
+        return GS_EIO;
+    }
+    g->raft.data = g;
+    g->raft_initialized = true;
+
+    raft_configuration_init(&conf);
+    for (size_t i = 0; i < g->cfg.n_peers; i++) {
+        rv = raft_configuration_add(&conf, g->peers[i].id, g->peers[i].raft_address, RAFT_VOTER);
+        if (rv != 0) {
+            raft_configuration_close(&conf);
+            snprintf(errmsg, errlen, "raft configuration: peer %" PRIu64 ": %s", g->peers[i].id,
+                     raft_strerror(rv));
+            return GS_EINVAL;
+        }
+    }
+    rv = raft_bootstrap(&g->raft, &conf);
+    raft_configuration_close(&conf);
+    if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) {
+        snprintf(errmsg, errlen, "raft_bootstrap: %s", raft_errmsg(&g->raft));
+        return GS_EIO;
+    }
+    if (rv == 0) {
+        log_info("group", "event=bootstrapped voters=%zu", g->cfg.n_peers);
+    }
+
+    unsigned seed;
+    randombytes_buf(&seed, sizeof seed);
+    raft_seed(&g->raft, seed);
+    raft_set_election_timeout(&g->raft, g->cfg.election_timeout_ms);
+    raft_set_heartbeat_timeout(&g->raft, g->cfg.heartbeat_timeout_ms);
+    raft_set_snapshot_threshold(&g->raft, g->cfg.snapshot_threshold);
+    raft_set_snapshot_trailing(&g->raft, g->cfg.snapshot_trailing);
+    raft_set_pre_vote(&g->raft, true);
+
+    rv = raft_start(&g->raft);
+    if (rv != 0) {
+        snprintf(errmsg, errlen, "raft_start: %s", raft_errmsg(&g->raft));
+        return GS_EIO;
+    }
+    return 0;
+}
+
+static void group_close_after_failed_setup(struct group *g)
+{
+    if (g->raft_initialized) {
+        raft_close(&g->raft, group_raft_close_cb);
+    }
+    mailbox_close(&g->inbox, NULL);
+    uv_close((uv_handle_t *)&g->tick, NULL);
+    uv_close((uv_handle_t *)&g->stop_async, NULL);
+    uv_run(&g->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&g->loop);
+}
+
+static void *group_thread_main(void *arg)
+{
+    struct group *g = arg;
+    int rv = uv_loop_init(&g->loop);
+    if (rv != 0) {
+        snprintf(g->start_errmsg, sizeof g->start_errmsg, "uv_loop_init: %s", uv_strerror(rv));
+        group_start_signal(g, GS_ENOMEM);
+        return NULL;
+    }
+    mailbox_init(&g->loop, &g->inbox, group_inbox_deliver);
+    g->inbox.data = g;
+    uv_async_init(&g->loop, &g->stop_async, group_stop_cb);
+    g->stop_async.data = g;
+    uv_timer_init(&g->loop, &g->tick);
+    g->tick.data = g;
+
+    rv = group_setup(g);
+    if (rv != 0) {
+        group_close_after_failed_setup(g);
+        group_start_signal(g, rv);
+        return NULL;
+    }
+    uv_timer_start(&g->tick, group_tick_cb, GROUP_TICK_MS, GROUP_TICK_MS);
+    group_refresh_status(g);
+    log_info("group", "event=started node_id=%" PRIu64 " cell_id=%u raft_address=%s applied=%" PRIu64,
+             g->cfg.node_id, g->cfg.cell_id, g->raft_address,
+             cell_fsm_applied_index(g->cfg.fsm));
+    group_start_signal(g, 0);
+
+    uv_run(&g->loop, UV_RUN_DEFAULT);
+    rv = uv_loop_close(&g->loop);
+    if (rv != 0) {
+        log_error("group", "event=loop_close_failed reason=%s", uv_strerror(rv));
+    }
+    return NULL;
+}
+
+static void group_free(struct group *g)
+{
+    pthread_mutex_destroy(&g->start_lock);
+    pthread_cond_destroy(&g->start_cond);
+    pthread_mutex_destroy(&g->status_lock);
+    free(g->peers);
+    free(g->raft_dir);
+    free(g->region);
+    free(g);
+}
+
+int group_start(const struct group_config *cfg, struct group **out, char *errmsg, size_t errmsg_len)
+{
+    struct group *g = calloc(1, sizeof *g);
+    if (g == NULL) {
+        snprintf(errmsg, errmsg_len, "out of memory");
+        return GS_ENOMEM;
+    }
+    g->cfg = *cfg;
+    g->peers = calloc(cfg->n_peers, sizeof *g->peers);
+    g->raft_dir = strdup(cfg->raft_dir);
+    g->region = strdup(cfg->region != NULL ? cfg->region : "");
+    pthread_mutex_init(&g->start_lock, NULL);
+    pthread_cond_init(&g->start_cond, NULL);
+    pthread_mutex_init(&g->status_lock, NULL);
+    if (g->peers == NULL || g->raft_dir == NULL || g->region == NULL) {
+        group_free(g);
+        snprintf(errmsg, errmsg_len, "out of memory");
+        return GS_ENOMEM;
+    }
+    memcpy(g->peers, cfg->peers, cfg->n_peers * sizeof *g->peers);
+    g->cfg.peers = g->peers;
+    g->cfg.raft_dir = g->raft_dir;
+    g->cfg.region = g->region;
+    bool found = false;
+    for (size_t i = 0; i < cfg->n_peers; i++) {
+        if (cfg->peers[i].id == cfg->node_id) {
+            snprintf(g->raft_address, sizeof g->raft_address, "%s", cfg->peers[i].raft_address);
+            found = true;
+        }
+    }
+    if (!found) {
+        group_free(g);
+        snprintf(errmsg, errmsg_len, "node %" PRIu64 " is not among the group's peers",
+                 cfg->node_id);
+        return GS_EINVAL;
+    }
+#define DEFAULT(field, value)  \
+    if (g->cfg.field == 0) {   \
+        g->cfg.field = value;  \
+    }
+    DEFAULT(election_timeout_ms, 1000);
+    DEFAULT(heartbeat_timeout_ms, 100);
+    DEFAULT(snapshot_threshold, 4096);
+    DEFAULT(snapshot_trailing, 8192);
+    DEFAULT(max_batch_commands, 512);
+    DEFAULT(max_batch_bytes, 1024 * 1024);
+    DEFAULT(max_inflight_entries, 32);
+#undef DEFAULT
+    randombytes_buf(&g->nonce, sizeof g->nonce);
+    g->status.node_id = cfg->node_id;
+    g->status.state = "unavailable";
+
+    int rv = pthread_create(&g->thread, NULL, group_thread_main, g);
+    if (rv != 0) {
+        group_free(g);
+        snprintf(errmsg, errmsg_len, "cannot start group thread: %s", strerror(rv));
+        return GS_ENOMEM;
+    }
+    pthread_mutex_lock(&g->start_lock);
+    while (!g->start_done) {
+        pthread_cond_wait(&g->start_cond, &g->start_lock);
+    }
+    rv = g->start_rv;
+    pthread_mutex_unlock(&g->start_lock);
+    if (rv != 0) {
+        pthread_join(g->thread, NULL);
+        snprintf(errmsg, errmsg_len, "%s", g->start_errmsg);
+        group_free(g);
+        return rv;
+    }
+    *out = g;
+    return 0;
+}
+
+void group_get_status(struct group *g, struct group_status *out)
+{
+    pthread_mutex_lock(&g->status_lock);
+    *out = g->status;
+    pthread_mutex_unlock(&g->status_lock);
+}
+
+void group_stop(struct group *g)
+{
+    if (g == NULL) {
+        return;
+    }
+    uv_async_send(&g->stop_async);
+    pthread_join(g->thread, NULL);
+    log_info("group", "event=stopped node_id=%" PRIu64, g->cfg.node_id);
+    group_free(g);
+}

@@ -2,7 +2,8 @@
  * A Raft group of a cell: one libraft instance over raft_uv + raft_uv_tcp on
  * its own loop thread, with the cell FSM as its state machine.
  *
- * Life of a request (see struct group_req): a server thread fills a
+ * Life of a request (see struct group_request; not "group_req", which
+ * <netinet/in.h> already defines): a server thread fills a
  * group_req and calls group_submit(); the group thread takes it from its
  * mailbox, and
  *   - a write (METHOD_KIND_WRITE) is packed with the other writes that arrived
@@ -14,7 +15,10 @@
  * On a node that is not the leader, writes and reads complete at once with
  * GS_ENOTLEADER and leader_id set to the leader it knows (0 = none known).
  * Then the request is posted to req->reply_box, and req->done runs on that
- * mailbox's loop. The group never frees a group_req.
+ * mailbox's loop. The group never frees a group_request.
+ *
+ * The process must ignore SIGPIPE (raft_uv writes to peers that may have
+ * closed their connection).
  */
 #ifndef GS_RAFT_GROUP_H
 #define GS_RAFT_GROUP_H
@@ -54,14 +58,14 @@ struct group_config {
     unsigned max_inflight_entries;    /* 0 = 32 entries proposed, unapplied */
 };
 
-enum group_req_state {
+enum group_request_state {
     GROUP_REQ_NEW = 0,   /* filled by the submitter */
     GROUP_REQ_QUEUED,    /* in the group's mailbox or pending batch */
     GROUP_REQ_PROPOSED,  /* in a raft_apply / waiting on a barrier */
     GROUP_REQ_DONE,      /* result set, posted to reply_box */
 };
 
-struct group_req {
+struct group_request {
     struct mailbox_item item;  /* must stay first */
     /* in (owned by the submitter, unchanged until done runs) */
     uint32_t method;
@@ -70,14 +74,14 @@ struct group_req {
     const uint8_t *body;
     size_t len;
     struct mailbox *reply_box;
-    void (*done)(struct group_req *req);
+    void (*done)(struct group_request *req);
     void *data;
     /* out */
-    enum group_req_state state;
+    enum group_request_state state;
     struct cell_result result; /* result.body is the submitter's to free */
     uint64_t leader_id;
     /* private to the group */
-    struct group_req *next_in_batch;
+    struct group_request *next_in_batch;
 };
 
 /* Start the group thread: open raft_uv in raft_dir, bootstrap the initial
@@ -90,7 +94,7 @@ int group_start(const struct group_config *cfg,
 
 /* Hand a request to the group (any thread). If the group is stopping, the
  * request completes with GS_ESHUTDOWN (done still runs on reply_box). */
-void group_submit(struct group *g, struct group_req *req);
+void group_submit(struct group *g, struct group_request *req);
 
 /* A snapshot of the group's state, safe to call from any thread. */
 struct group_status {

@@ -30,6 +30,7 @@ struct mailbox {
     struct mailbox_item *tail;
     bool closed;               /* guarded by lock */
     mailbox_deliver_cb deliver;
+    void (*close_cb)(struct mailbox *box);
     void *data;                /* owner's */
 };
 

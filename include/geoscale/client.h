@@ -27,6 +27,10 @@
  * with a short backoff until its timeout expires. The cell applies a key at
  * most once, so a retried write is never applied twice. The final status is
  * what the callback receives.
+ *
+ * Like other libuv programs, an application using this library must ignore
+ * SIGPIPE (signal(SIGPIPE, SIG_IGN)); the library does not change signal
+ * dispositions.
  */
 #ifndef GEOSCALE_CLIENT_H
 #define GEOSCALE_CLIENT_H

@@ -208,16 +208,23 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
 {
     struct group *g = fsm->data;
     raft_index index = raft_last_applied(&g->raft) + 1;
-    struct proposal *p = g->inflight_head;
     struct cell_result *results = NULL;
     size_t max_results = 0;
 
     *result = NULL;
     /* Only a leader has live proposals: when it steps down, libraft fails
-     * them all before any entry of another leader can be applied here. */
-    if (p != NULL && p->apply.index == index && raft_state(&g->raft) == RAFT_LEADER) {
-        results = p->results;
-        max_results = p->n;
+     * them all before any entry of another leader can be applied here.
+     * libraft applies several entries in one step and fires the callbacks
+     * after, so proposals already applied may still head the FIFO. */
+    struct proposal *p = NULL;
+    if (raft_state(&g->raft) == RAFT_LEADER) {
+        for (p = g->inflight_head; p != NULL && p->apply.index < index; p = p->next) {
+        }
+        if (p != NULL && p->apply.index == index) {
+            assert(!p->applied);
+            results = p->results;
+            max_results = p->n;
+        }
     }
     size_t n_results = 0;
     int rv = cell_fsm_apply(g->cfg.fsm, index, buf->base, buf->len, results, max_results,

@@ -44,6 +44,7 @@ struct fixture {
     uv_loop_t loop;
     struct mailbox replies;
     size_t completed;
+    unsigned max_batch_commands; /* 0 = the group's default */
 };
 
 static const uint8_t hash_key[32] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
@@ -93,7 +94,8 @@ static void node_start(struct fixture *f, int i)
                              .n_peers = N,
                              .fsm = n->fsm,
                              .election_timeout_ms = 300,
-                             .heartbeat_timeout_ms = 50};
+                             .heartbeat_timeout_ms = 50,
+                             .max_batch_commands = f->max_batch_commands};
     int rv = group_start(&c, &n->group, errmsg, sizeof errmsg);
     if (rv != 0) {
         fail_msg("group_start: %s", errmsg);
@@ -114,9 +116,10 @@ static void node_stop(struct fixture *f, int i)
     uv_run(&f->loop, UV_RUN_NOWAIT);
 }
 
-static int setup(void **state)
+static int setup_common(void **state, unsigned max_batch_commands)
 {
     struct fixture *f = calloc(1, sizeof *f);
+    f->max_batch_commands = max_batch_commands;
     snprintf(f->root, sizeof f->root, "/tmp/gs-test-group-XXXXXX");
     assert_non_null(mkdtemp(f->root));
     for (int i = 0; i < N; i++) {
@@ -139,6 +142,11 @@ static int setup(void **state)
     }
     *state = f;
     return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_common(state, 0);
 }
 
 static int teardown(void **state)
@@ -325,35 +333,72 @@ static void test_writes_reads_and_followers(void **state)
     assert_converged(f, 10);
 }
 
+/* Submit `users` CreateUser requests at once to the leader; all succeed. */
+static void create_many(struct fixture *f, int leader, int users, int seq_base,
+                        uint64_t *entries_used)
+{
+    uint8_t(*bodies)[64] = calloc((size_t)users, 64);
+    struct group_request *reqs = calloc((size_t)users, sizeof *reqs);
+    for (int k = 0; k < users; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "user%d", seq_base + k);
+        Geoscale__CreateUserRequest c = GEOSCALE__CREATE_USER_REQUEST__INIT;
+        c.username = name;
+        size_t len = geoscale__create_user_request__pack(&c, bodies[k]);
+        reqs[k] = make_req(GEOSCALE__METHOD__METHOD_CREATE_USER, bodies[k], len,
+                           (uint64_t)(seq_base + k));
+    }
+    struct group_status before, after;
+    group_get_status(f->nodes[leader].group, &before);
+    run_requests(f, leader, reqs, (size_t)users);
+    for (int k = 0; k < users; k++) {
+        assert_int_equal(reqs[k].result.status, 0);
+        Geoscale__CreateUserResponse *resp =
+            geoscale__create_user_response__unpack(NULL, reqs[k].result.len, reqs[k].result.body);
+        assert_non_null(resp);
+        /* Each request got the answer to its own command. */
+        char name[32];
+        snprintf(name, sizeof name, "user%d", seq_base + k);
+        assert_string_equal(resp->profile->username, name);
+        geoscale__create_user_response__free_unpacked(resp, NULL);
+        free(reqs[k].result.body);
+    }
+    usleep(100 * 1000); /* let the status copy refresh */
+    group_get_status(f->nodes[leader].group, &after);
+    *entries_used = after.last_log_index - before.last_log_index;
+    free(bodies);
+    free(reqs);
+}
+
+/* Small batches: many entries in flight, several applied in one raft step
+ * before their callbacks fire. Every request still gets its own result. */
+static void test_many_entries_in_flight(void **state)
+{
+    struct fixture *f = *state;
+    int leader = wait_leader(f, 10);
+    assert_true(leader >= 0);
+    uint64_t entries = 0;
+    create_many(f, leader, 600, 1000, &entries);
+    printf("# 600 writes with batches of 8 took %" PRIu64 " log entries\n", entries);
+    assert_true(entries >= 600 / 8);
+    assert_converged(f, 10);
+}
+
+static int setup_small_batches(void **state)
+{
+    return setup_common(state, 8);
+}
+
 static void test_group_commit_batches(void **state)
 {
     struct fixture *f = *state;
     int leader = wait_leader(f, 10);
     assert_true(leader >= 0);
-    enum { USERS = 400 };
-    static uint8_t bodies[USERS][64];
-    static struct group_request reqs[USERS];
-    for (int k = 0; k < USERS; k++) {
-        char name[32];
-        snprintf(name, sizeof name, "user%d", k);
-        Geoscale__CreateUserRequest c = GEOSCALE__CREATE_USER_REQUEST__INIT;
-        c.username = name;
-        size_t len = geoscale__create_user_request__pack(&c, bodies[k]);
-        reqs[k] = make_req(GEOSCALE__METHOD__METHOD_CREATE_USER, bodies[k], len, 100 + k);
-    }
-    struct group_status before, after;
-    group_get_status(f->nodes[leader].group, &before);
-    run_requests(f, leader, reqs, USERS);
-    for (int k = 0; k < USERS; k++) {
-        assert_int_equal(reqs[k].result.status, 0);
-        free(reqs[k].result.body);
-    }
-    usleep(100 * 1000); /* let the status copy refresh */
-    group_get_status(f->nodes[leader].group, &after);
-    uint64_t entries = after.last_log_index - before.last_log_index;
-    printf("# %d writes submitted at once took %" PRIu64 " log entries\n", USERS, entries);
+    uint64_t entries = 0;
+    create_many(f, leader, 400, 100, &entries);
+    printf("# 400 writes submitted at once took %" PRIu64 " log entries\n", entries);
     /* Submitted in one burst: packed into far fewer entries than commands. */
-    assert_true(entries < USERS / 4);
+    assert_true(entries < 400 / 4);
     assert_converged(f, 10);
 }
 
@@ -382,6 +427,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_writes_reads_and_followers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit_batches, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_entries_in_flight, setup_small_batches,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_leader_loss_and_restart, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,992 @@
+/*
+ * Unit tests of the C client library (net/client.c).
+ *
+ * Each test runs one or two fake GeoScale nodes on the test's own uv loop: a
+ * TCP listener on 127.0.0.1 port 0 that reads frames with wire_reader and
+ * answers according to the node's `mode` (echo, hold and answer when the test
+ * says so, fixed error status, close the connection, ...). Fake nodes record
+ * every request header they receive, so tests assert what went over the wire
+ * (idempotency keys, deadlines, which node a call reached). The blocking
+ * client test runs its fake node on a second thread.
+ *
+ * Waiting is bounded: RUN_UNTIL runs the loop until a condition holds or a
+ * guard timer fires, and the test then asserts the condition.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "geoscale.pb-c.h"
+#include "geoscale/client.h"
+#include "net/wire.h"
+
+#define MAX_RECS 64
+
+/* ------------------------------------------------------------------ fake node */
+
+enum fake_mode {
+    FAKE_ECHO,        /* status 0, body = request body */
+    FAKE_HOLD,        /* hold every request until fake_release */
+    FAKE_STATUS,      /* answer `status`, no body */
+    FAKE_SILENT,      /* never answer */
+    FAKE_CLOSE_FIRST, /* close the connection on the first request, then echo */
+    FAKE_SLOW,        /* hold requests whose body is "slow", echo others */
+    FAKE_BIG,         /* answer body "big" with 1000 bytes, echo others */
+    FAKE_PROTO,       /* GetUser answered with a real GetUserResponse, other
+                         methods with an undecodable body */
+};
+
+struct fake;
+
+struct fake_conn {
+    struct fake *f;
+    int id;
+    uv_tcp_t tcp;
+    struct wire_reader r;
+    int closed;
+    struct fake_conn *next;
+    char rbuf[65536];
+};
+
+struct rec {
+    struct wire_header h;
+    uint8_t body[64];
+    size_t len;
+    int conn_id;
+};
+
+struct fake {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    char addr[64];
+    enum fake_mode mode;
+    uint16_t status;
+    uint32_t leader_id;
+    int accepts;
+    int reads;
+    int nreq;
+    int cell_status;
+    int replies_done;
+    int closed_first;
+    struct rec reqs[MAX_RECS];
+    int held[MAX_RECS];
+    int nheld;
+    uint64_t member_ids[4];
+    const char *member_addrs[4];
+    int nmembers;
+    int next_conn_id;
+    struct fake_conn *conns;
+};
+
+struct fake_write {
+    uv_write_t req;
+    struct fake *f;
+    uint8_t data[];
+};
+
+static void fake_write_done(uv_write_t *req, int status)
+{
+    struct fake_write *w = (struct fake_write *)req;
+    (void)status;
+    w->f->replies_done++;
+    free(w);
+}
+
+static struct fake_conn *fake_conn_by_id(struct fake *f, int id)
+{
+    for (struct fake_conn *fc = f->conns; fc != NULL; fc = fc->next) {
+        if (fc->id == id && !fc->closed) {
+            return fc;
+        }
+    }
+    return NULL;
+}
+
+/* Answer request record i with status/leader/body, if its connection lives. */
+static void fake_reply(struct fake *f, int i, uint16_t status, const void *body, size_t len)
+{
+    struct fake_conn *fc = fake_conn_by_id(f, f->reqs[i].conn_id);
+    struct wire_header h = f->reqs[i].h;
+    struct fake_write *w;
+    uv_buf_t b;
+
+    if (fc == NULL) {
+        return;
+    }
+    w = malloc(sizeof *w + WIRE_HEADER_SIZE + len);
+    assert_non_null(w);
+    w->f = f;
+    h.type = WIRE_TYPE_RESPONSE;
+    h.status = status;
+    h.leader_id = f->leader_id;
+    h.body_len = (uint32_t)len;
+    wire_header_encode(&h, w->data);
+    if (len > 0) {
+        memcpy(w->data + WIRE_HEADER_SIZE, body, len);
+    }
+    b = uv_buf_init((char *)w->data, (unsigned)(WIRE_HEADER_SIZE + len));
+    assert_int_equal(uv_write(&w->req, (uv_stream_t *)&fc->tcp, &b, 1, fake_write_done), 0);
+}
+
+static void fake_echo(struct fake *f, int i)
+{
+    fake_reply(f, i, 0, f->reqs[i].body, f->reqs[i].len);
+}
+
+/* Answer every held request, last received first. */
+static void fake_release(struct fake *f)
+{
+    while (f->nheld > 0) {
+        fake_echo(f, f->held[--f->nheld]);
+    }
+}
+
+static void fake_conn_closed(uv_handle_t *h)
+{
+    struct fake_conn *fc = h->data;
+    struct fake_conn **pp = &fc->f->conns;
+    while (*pp != fc) {
+        pp = &(*pp)->next;
+    }
+    *pp = fc->next;
+    wire_reader_close(&fc->r);
+    free(fc);
+}
+
+static void fake_conn_close(struct fake_conn *fc)
+{
+    if (!fc->closed) {
+        fc->closed = 1;
+        uv_close((uv_handle_t *)&fc->tcp, fake_conn_closed);
+    }
+}
+
+static void fake_cell_status(struct fake *f, int i)
+{
+    Geoscale__CellStatusResponse r = GEOSCALE__CELL_STATUS_RESPONSE__INIT;
+    Geoscale__Member m[4];
+    Geoscale__Member *mp[4];
+    uint8_t buf[512];
+    size_t len;
+
+    for (int k = 0; k < f->nmembers; k++) {
+        geoscale__member__init(&m[k]);
+        m[k].node_id = f->member_ids[k];
+        m[k].client_address = (char *)f->member_addrs[k];
+        m[k].role = "voter";
+        mp[k] = &m[k];
+    }
+    r.members = mp;
+    r.n_members = (size_t)f->nmembers;
+    r.leader_id = f->leader_id;
+    len = geoscale__cell_status_response__get_packed_size(&r);
+    assert_true(len <= sizeof buf);
+    geoscale__cell_status_response__pack(&r, buf);
+    fake_reply(f, i, 0, buf, len);
+}
+
+static void fake_proto(struct fake *f, int i, const uint8_t *body)
+{
+    static const uint8_t garbage[] = {0xff, 0xff, 0xff};
+    const struct rec *q = &f->reqs[i];
+
+    if (q->h.method == GEOSCALE__METHOD__METHOD_GET_USER) {
+        Geoscale__GetUserRequest *req =
+            geoscale__get_user_request__unpack(NULL, q->h.body_len, body);
+        Geoscale__GetUserResponse resp = GEOSCALE__GET_USER_RESPONSE__INIT;
+        Geoscale__Profile p = GEOSCALE__PROFILE__INIT;
+        uint8_t buf[256];
+        size_t len;
+
+        assert_non_null(req);
+        p.user_id = req->user_id;
+        p.version = 7;
+        resp.profile = &p;
+        geoscale__get_user_request__free_unpacked(req, NULL);
+        len = geoscale__get_user_response__get_packed_size(&resp);
+        assert_true(len <= sizeof buf);
+        geoscale__get_user_response__pack(&resp, buf);
+        fake_reply(f, i, 0, buf, len);
+    } else {
+        fake_reply(f, i, 0, garbage, sizeof garbage);
+    }
+}
+
+static void fake_on_frame(struct fake_conn *fc, const struct wire_header *h, const uint8_t *body)
+{
+    struct fake *f = fc->f;
+    int i = f->nreq++;
+    struct rec *q;
+
+    assert_true(i < MAX_RECS);
+    assert_int_equal(h->type, WIRE_TYPE_REQUEST);
+    q = &f->reqs[i];
+    q->h = *h;
+    q->conn_id = fc->id;
+    q->len = h->body_len < sizeof q->body ? h->body_len : sizeof q->body;
+    if (q->len > 0) {
+        memcpy(q->body, body, q->len);
+    }
+    if (h->method == GEOSCALE__METHOD__METHOD_CELL_STATUS) {
+        f->cell_status++;
+        fake_cell_status(f, i);
+        return;
+    }
+    switch (f->mode) {
+    case FAKE_ECHO:
+        fake_echo(f, i);
+        break;
+    case FAKE_HOLD:
+        f->held[f->nheld++] = i;
+        break;
+    case FAKE_STATUS:
+        fake_reply(f, i, f->status, NULL, 0);
+        break;
+    case FAKE_SILENT:
+        break;
+    case FAKE_CLOSE_FIRST:
+        if (!f->closed_first) {
+            f->closed_first = 1;
+            fake_conn_close(fc);
+        } else {
+            fake_echo(f, i);
+        }
+        break;
+    case FAKE_SLOW:
+        if (q->len == 4 && memcmp(q->body, "slow", 4) == 0) {
+            f->held[f->nheld++] = i;
+        } else {
+            fake_echo(f, i);
+        }
+        break;
+    case FAKE_BIG:
+        if (q->len == 3 && memcmp(q->body, "big", 3) == 0) {
+            static uint8_t big[1000];
+            fake_reply(f, i, 0, big, sizeof big);
+        } else {
+            fake_echo(f, i);
+        }
+        break;
+    case FAKE_PROTO:
+        fake_proto(f, i, body);
+        break;
+    }
+}
+
+static void fake_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    struct fake_conn *fc = h->data;
+    (void)suggested;
+    *b = uv_buf_init(fc->rbuf, sizeof fc->rbuf);
+}
+
+static void fake_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    struct fake_conn *fc = s->data;
+    size_t off = 0;
+
+    if (nread < 0) {
+        fake_conn_close(fc);
+        return;
+    }
+    if (nread > 0) {
+        fc->f->reads++;
+    }
+    while (off < (size_t)nread && !fc->closed) {
+        int ready;
+        long n = wire_reader_feed(&fc->r, (uint8_t *)b->base + off, (size_t)nread - off, &ready);
+        assert_true(n >= 0);
+        off += (size_t)n;
+        if (ready) {
+            struct wire_header h;
+            uint8_t *body;
+            wire_reader_take(&fc->r, &h, &body);
+            fake_on_frame(fc, &h, body);
+            free(body);
+        }
+    }
+}
+
+static void fake_on_connection(uv_stream_t *server, int status)
+{
+    struct fake *f = server->data;
+    struct fake_conn *fc = calloc(1, sizeof *fc);
+
+    assert_int_equal(status, 0);
+    assert_non_null(fc);
+    fc->f = f;
+    fc->id = ++f->next_conn_id;
+    wire_reader_init(&fc->r, WIRE_DEFAULT_MAX_BODY);
+    assert_int_equal(uv_tcp_init(f->loop, &fc->tcp), 0);
+    fc->tcp.data = fc;
+    assert_int_equal(uv_accept(server, (uv_stream_t *)&fc->tcp), 0);
+    fc->next = f->conns;
+    f->conns = fc;
+    f->accepts++;
+    assert_int_equal(uv_read_start((uv_stream_t *)&fc->tcp, fake_alloc, fake_read), 0);
+}
+
+static void fake_start(struct fake *f, uv_loop_t *loop, enum fake_mode mode)
+{
+    struct sockaddr_in sa;
+    struct sockaddr_storage bound;
+    int n = sizeof bound;
+
+    memset(f, 0, sizeof *f);
+    f->loop = loop;
+    f->mode = mode;
+    assert_int_equal(uv_tcp_init(loop, &f->listener), 0);
+    f->listener.data = f;
+    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &sa), 0);
+    assert_int_equal(uv_tcp_bind(&f->listener, (const struct sockaddr *)&sa, 0), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&f->listener, 16, fake_on_connection), 0);
+    assert_int_equal(uv_tcp_getsockname(&f->listener, (struct sockaddr *)&bound, &n), 0);
+    snprintf(f->addr, sizeof f->addr, "127.0.0.1:%d",
+             ntohs(((struct sockaddr_in *)&bound)->sin_port));
+}
+
+static void fake_stop(struct fake *f)
+{
+    if (!uv_is_closing((uv_handle_t *)&f->listener)) {
+        uv_close((uv_handle_t *)&f->listener, NULL);
+    }
+    for (struct fake_conn *fc = f->conns; fc != NULL; fc = fc->next) {
+        fake_conn_close(fc);
+    }
+}
+
+/* ------------------------------------------------------------------ fixture */
+
+struct fx {
+    uv_loop_t loop;
+    uv_timer_t guard;
+    int fired;
+    struct fake a, b;
+    gs_client *c;
+    int closed;
+    int completions;
+};
+
+struct result {
+    struct fx *fx;
+    int calls;
+    int status;
+    uint32_t leader_id;
+    uint8_t body[64];
+    size_t len;
+    int order;
+    uint64_t done_at;
+    int call_again; /* call gs_client_call from the callback; rv below */
+    int again_rv;
+};
+
+static void on_guard(uv_timer_t *t)
+{
+    struct fx *fx = t->data;
+    fx->fired = 1;
+}
+
+#define RUN_UNTIL(fx, cond, ms)                                                                    \
+    do {                                                                                           \
+        (fx)->fired = 0;                                                                           \
+        uv_timer_start(&(fx)->guard, on_guard, (ms), 0);                                           \
+        while (!(cond) && !(fx)->fired) {                                                          \
+            uv_run(&(fx)->loop, UV_RUN_ONCE);                                                      \
+        }                                                                                          \
+        uv_timer_stop(&(fx)->guard);                                                               \
+    } while (0)
+
+/* Let the loop run for ms (used only where the test asserts that something
+ * does NOT happen, or that a reply already on the socket was processed). */
+#define SETTLE(fx, ms) RUN_UNTIL(fx, 0, ms)
+
+static void on_result(int status, uint32_t leader_id, const uint8_t *body, size_t len, void *data)
+{
+    struct result *r = data;
+
+    r->calls++;
+    r->status = status;
+    r->leader_id = leader_id;
+    r->len = len < sizeof r->body ? len : sizeof r->body;
+    if (r->len > 0) {
+        memcpy(r->body, body, r->len);
+    }
+    r->order = r->fx->completions++;
+    r->done_at = uv_now(&r->fx->loop);
+    if (r->call_again) {
+        static const uint8_t x = 1;
+        r->again_rv =
+            gs_client_call(r->fx->c, GEOSCALE__METHOD__METHOD_GET_USER, &x, 1, NULL, on_result, r);
+    }
+}
+
+static int setup(void **state)
+{
+    struct fx *fx = calloc(1, sizeof *fx);
+    assert_non_null(fx);
+    assert_int_equal(uv_loop_init(&fx->loop), 0);
+    assert_int_equal(uv_timer_init(&fx->loop, &fx->guard), 0);
+    fx->guard.data = fx;
+    fake_start(&fx->a, &fx->loop, FAKE_ECHO);
+    fake_start(&fx->b, &fx->loop, FAKE_ECHO);
+    *state = fx;
+    return 0;
+}
+
+static void set_flag(void *data)
+{
+    *(int *)data = 1;
+}
+
+static void close_client(struct fx *fx, gs_client *c)
+{
+    int closed = 0;
+    gs_client_close(c, set_flag, &closed);
+    RUN_UNTIL(fx, closed, 2000);
+    assert_true(closed);
+}
+
+static int teardown(void **state)
+{
+    struct fx *fx = *state;
+
+    if (fx->c != NULL) {
+        close_client(fx, fx->c);
+    }
+    fake_stop(&fx->a);
+    fake_stop(&fx->b);
+    uv_close((uv_handle_t *)&fx->guard, NULL);
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&fx->loop), 0); /* no handle leaked */
+    free(fx);
+    return 0;
+}
+
+static void open_client(struct fx *fx, const char *s0, const char *s1,
+                        const struct gs_client_options *opts)
+{
+    const char *seeds[2] = {s0, s1};
+    assert_int_equal(gs_client_open(&fx->loop, seeds, s1 != NULL ? 2 : 1, opts, &fx->c), 0);
+}
+
+static void call(struct fx *fx, uint16_t method, const char *body,
+                 const struct gs_call_options *opts, struct result *r)
+{
+    r->fx = fx;
+    assert_int_equal(
+        gs_client_call(fx->c, method, (const uint8_t *)body, strlen(body), opts, on_result, r), 0);
+}
+
+#define GET GEOSCALE__METHOD__METHOD_GET_USER
+#define CREATE GEOSCALE__METHOD__METHOD_CREATE_USER
+
+/* ------------------------------------------------------------------ tests */
+
+/* Five calls on one connection, all in flight at once, answered in reverse
+ * order: each callback gets its own body. */
+static void test_pipelined_out_of_order(void **state)
+{
+    struct fx *fx = *state;
+    struct result r[5] = {{0}}, warm = {0};
+    char body[5][4];
+    int reads_before;
+
+    /* Connect first, so that the burst below goes over an open connection. */
+    open_client(fx, fx->a.addr, NULL, NULL);
+    call(fx, GET, "warm", NULL, &warm);
+    RUN_UNTIL(fx, warm.calls == 1, 2000);
+    assert_int_equal(warm.status, 0);
+    reads_before = fx->a.reads;
+    fx->a.mode = FAKE_HOLD;
+    for (int i = 0; i < 5; i++) {
+        snprintf(body[i], sizeof body[i], "b%d", i);
+        call(fx, GET, body[i], NULL, &r[i]);
+    }
+    RUN_UNTIL(fx, fx->a.nheld == 5, 2000);
+    assert_int_equal(fx->a.nheld, 5);
+    assert_int_equal(fx->a.accepts, 1);
+    /* The five frames of one loop turn left in one write. */
+    assert_int_equal(fx->a.reads - reads_before, 1);
+    for (int i = 1; i <= 5; i++) {
+        assert_true(fx->a.reqs[i].h.client_id == 0); /* reads carry no key */
+        for (int j = 0; j < i; j++) {
+            assert_true(fx->a.reqs[i].h.request_id != fx->a.reqs[j].h.request_id);
+        }
+    }
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(r[i].calls, 0);
+    }
+    fake_release(&fx->a); /* answers b4, b3, ..., b0 */
+    RUN_UNTIL(fx, fx->completions == 6, 2000);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(r[i].calls, 1);
+        assert_int_equal(r[i].status, 0);
+        assert_int_equal(r[i].len, 2);
+        assert_memory_equal(r[i].body, body[i], 2);
+        assert_int_equal(r[i].order, 1 + 4 - i);
+    }
+}
+
+/* With max_inflight 2, a third call waits in the queue until a slot frees. */
+static void test_max_inflight_queue(void **state)
+{
+    struct fx *fx = *state;
+    struct gs_client_options o = {.max_inflight = 2};
+    struct result r[5] = {{0}};
+
+    fx->a.mode = FAKE_HOLD;
+    open_client(fx, fx->a.addr, NULL, &o);
+    for (int i = 0; i < 5; i++) {
+        call(fx, GET, "q", NULL, &r[i]);
+    }
+    RUN_UNTIL(fx, fx->a.nheld == 2, 2000);
+    SETTLE(fx, 30);
+    assert_int_equal(fx->a.nreq, 2); /* not a third one */
+    fake_release(&fx->a);
+    RUN_UNTIL(fx, fx->a.nheld == 2, 2000);
+    SETTLE(fx, 30);
+    assert_int_equal(fx->a.nreq, 4);
+    fake_release(&fx->a);
+    RUN_UNTIL(fx, fx->a.nheld == 1, 2000);
+    fake_release(&fx->a);
+    RUN_UNTIL(fx, fx->completions == 5, 2000);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(r[i].calls, 1);
+        assert_int_equal(r[i].status, 0);
+    }
+}
+
+/* A call with a short timeout expires with GS_ETIMEOUT while the others on
+ * the same connection succeed; its late answer is dropped. */
+static void test_timeout_while_others_succeed(void **state)
+{
+    struct fx *fx = *state;
+    struct gs_call_options slow_opts = {.timeout_ms = 60};
+    struct result slow = {0}, fast[3] = {{0}}, after = {0};
+    uint64_t start;
+    int slow_rec;
+
+    fx->a.mode = FAKE_SLOW;
+    open_client(fx, fx->a.addr, NULL, NULL);
+    uv_update_time(&fx->loop);
+    start = uv_now(&fx->loop);
+    call(fx, GET, "slow", &slow_opts, &slow);
+    for (int i = 0; i < 3; i++) {
+        call(fx, GET, "fast", NULL, &fast[i]);
+    }
+    RUN_UNTIL(fx, fx->completions == 4, 3000);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(fast[i].calls, 1);
+        assert_int_equal(fast[i].status, 0);
+    }
+    assert_int_equal(slow.calls, 1);
+    assert_int_equal(slow.status, GS_ETIMEOUT);
+    assert_true(slow.done_at - start >= 60);
+    assert_true(slow.done_at - start < 1000);
+    /* The header told the node how long the client waits. */
+    assert_int_equal(fx->a.nheld, 1);
+    slow_rec = fx->a.held[0];
+    assert_true(fx->a.reqs[slow_rec].h.deadline_ms > 0);
+    assert_true(fx->a.reqs[slow_rec].h.deadline_ms <= 60);
+    assert_true(fx->a.reqs[slow_rec + 1].h.deadline_ms > 4000); /* default 5 s */
+
+    /* Late answer: dropped; the connection stays usable. */
+    fake_release(&fx->a);
+    call(fx, GET, "fast", NULL, &after);
+    RUN_UNTIL(fx, after.calls == 1, 2000);
+    assert_int_equal(after.status, 0);
+    SETTLE(fx, 20);
+    assert_int_equal(slow.calls, 1);
+    assert_int_equal(fx->a.accepts, 1);
+}
+
+/* Seed A answers UNAVAILABLE; the write is retried on seed B with the same
+ * idempotency key. Later writes get the next client_seq; imposed keys and
+ * flags are sent as given. */
+static void test_retry_same_key(void **state)
+{
+    struct fx *fx = *state;
+    struct result r1 = {0}, r2 = {0}, r3 = {0}, r4 = {0};
+    struct gs_call_options fwd = {.client_id = 77, .client_seq = 9, .flags = WIRE_FLAG_FORWARDED};
+    const struct wire_header *ha, *hb;
+
+    fx->a.mode = FAKE_STATUS;
+    fx->a.status = (uint16_t)-GS_EUNAVAILABLE;
+    open_client(fx, fx->a.addr, fx->b.addr, NULL);
+    call(fx, CREATE, "w1", NULL, &r1);
+    RUN_UNTIL(fx, r1.calls == 1, 3000);
+    assert_int_equal(r1.status, 0);
+    assert_int_equal(fx->a.nreq, 1);
+    assert_int_equal(fx->b.nreq, 1);
+    ha = &fx->a.reqs[0].h;
+    hb = &fx->b.reqs[0].h;
+    assert_true(ha->client_id != 0);
+    assert_true(ha->client_id == hb->client_id);
+    assert_true(ha->client_seq == 1);
+    assert_true(hb->client_seq == 1);
+
+    /* The client now starts at B. */
+    call(fx, CREATE, "w2", NULL, &r2);
+    call(fx, GET, "r", NULL, &r3);
+    call(fx, CREATE, "w3", &fwd, &r4);
+    RUN_UNTIL(fx, fx->completions == 4, 3000);
+    assert_int_equal(r2.status, 0);
+    assert_int_equal(r3.status, 0);
+    assert_int_equal(r4.status, 0);
+    assert_int_equal(fx->a.nreq, 1);
+    assert_int_equal(fx->b.nreq, 4);
+    assert_true(fx->b.reqs[1].h.client_id == ha->client_id);
+    assert_true(fx->b.reqs[1].h.client_seq == 2);
+    assert_true(fx->b.reqs[2].h.client_id == 0 && fx->b.reqs[2].h.client_seq == 0);
+    assert_true(fx->b.reqs[3].h.client_id == 77 && fx->b.reqs[3].h.client_seq == 9);
+    assert_int_equal(fx->b.reqs[3].h.flags, WIRE_FLAG_FORWARDED);
+    assert_int_equal(fx->b.reqs[1].h.flags, 0);
+}
+
+/* A non-retryable status is reported at once, converted to a negative code;
+ * a retryable one is reported after the deadline when every node fails, and
+ * with no_retry after the first attempt. */
+static void test_status_codes(void **state)
+{
+    struct fx *fx = *state;
+    struct gs_call_options shortt = {.timeout_ms = 150};
+    struct result r1 = {0}, r2 = {0};
+    gs_client *c2;
+    struct gs_client_options nr = {.no_retry = 1};
+    const char *seed[1] = {fx->b.addr};
+
+    fx->a.mode = FAKE_STATUS;
+    fx->a.status = (uint16_t)-GS_ECONFLICT;
+    open_client(fx, fx->a.addr, NULL, NULL);
+    call(fx, CREATE, "x", NULL, &r1);
+    RUN_UNTIL(fx, r1.calls == 1, 2000);
+    assert_int_equal(r1.status, GS_ECONFLICT);
+    assert_int_equal(fx->a.nreq, 1);
+
+    fx->a.status = (uint16_t)-GS_EUNAVAILABLE;
+    call(fx, CREATE, "x", &shortt, &r2);
+    RUN_UNTIL(fx, r2.calls == 1, 2000);
+    assert_int_equal(r2.status, GS_EUNAVAILABLE);
+    assert_true(fx->a.nreq >= 3); /* retried with backoff until the deadline */
+    assert_true(fx->a.nreq <= 8);
+
+    fx->b.mode = FAKE_STATUS;
+    fx->b.status = (uint16_t)-GS_EUNAVAILABLE;
+    assert_int_equal(gs_client_open(&fx->loop, seed, 1, &nr, &c2), 0);
+    r1.calls = 0;
+    assert_int_equal(gs_client_call(c2, CREATE, (const uint8_t *)"x", 1, NULL, on_result, &r1), 0);
+    RUN_UNTIL(fx, r1.calls == 1, 2000);
+    assert_int_equal(r1.status, GS_EUNAVAILABLE);
+    assert_int_equal(fx->b.nreq, 1);
+    close_client(fx, c2);
+}
+
+/* A answers and names leader 2; the client asks A for CellStatus, learns
+ * that node 2 is B, and sends later calls to B. */
+static void test_leader_redirect(void **state)
+{
+    struct fx *fx = *state;
+    struct result r1 = {0}, r2 = {0}, r3 = {0};
+
+    fx->a.leader_id = 2;
+    fx->b.leader_id = 2;
+    fx->a.nmembers = 2;
+    fx->a.member_ids[0] = 1;
+    fx->a.member_addrs[0] = fx->a.addr;
+    fx->a.member_ids[1] = 2;
+    fx->a.member_addrs[1] = fx->b.addr;
+    open_client(fx, fx->a.addr, NULL, NULL);
+    call(fx, GET, "one", NULL, &r1);
+    RUN_UNTIL(fx, r1.calls == 1 && fx->a.cell_status == 1 && fx->a.replies_done == 2, 2000);
+    assert_int_equal(r1.status, 0);
+    assert_int_equal(r1.leader_id, 2);
+    assert_int_equal(fx->a.cell_status, 1);
+    SETTLE(fx, 20); /* the CellStatus answer is on the socket: let it be read */
+
+    call(fx, GET, "two", NULL, &r2);
+    call(fx, CREATE, "three", NULL, &r3);
+    RUN_UNTIL(fx, r2.calls == 1 && r3.calls == 1, 2000);
+    assert_int_equal(r2.status, 0);
+    assert_int_equal(r3.status, 0);
+    assert_int_equal(r3.leader_id, 2);
+    assert_int_equal(fx->b.nreq, 2);
+    assert_int_equal(fx->a.nreq, 2); /* "one" and CellStatus */
+    assert_int_equal(fx->a.reqs[1].h.method, GEOSCALE__METHOD__METHOD_CELL_STATUS);
+}
+
+/* With pin, a response naming another leader changes nothing. */
+static void test_pin_never_redirects(void **state)
+{
+    struct fx *fx = *state;
+    struct gs_client_options o = {.pin = 1};
+    struct result r1 = {0}, r2 = {0};
+
+    fx->a.leader_id = 2;
+    fx->a.nmembers = 1;
+    fx->a.member_ids[0] = 2;
+    fx->a.member_addrs[0] = fx->b.addr;
+    open_client(fx, fx->a.addr, fx->b.addr, &o);
+    call(fx, GET, "one", NULL, &r1);
+    RUN_UNTIL(fx, r1.calls == 1, 2000);
+    SETTLE(fx, 20);
+    call(fx, GET, "two", NULL, &r2);
+    RUN_UNTIL(fx, r2.calls == 1, 2000);
+    assert_int_equal(r2.status, 0);
+    assert_int_equal(fx->a.nreq, 2);
+    assert_int_equal(fx->a.cell_status, 0);
+    assert_int_equal(fx->b.nreq, 0);
+}
+
+/* The node closes the connection with the call in flight: the client
+ * reconnects and retries with the same key. With no_retry the caller gets
+ * GS_ECLOSED. */
+static void test_connection_closed_mid_call(void **state)
+{
+    struct fx *fx = *state;
+    struct result r = {0}, r2 = {0};
+    struct gs_client_options nr = {.no_retry = 1};
+    const char *seed[1] = {fx->b.addr};
+    gs_client *c2;
+
+    fx->a.mode = FAKE_CLOSE_FIRST;
+    open_client(fx, fx->a.addr, NULL, NULL);
+    call(fx, CREATE, "w", NULL, &r);
+    RUN_UNTIL(fx, r.calls == 1, 3000);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(fx->a.accepts, 2);
+    assert_int_equal(fx->a.nreq, 2);
+    assert_true(fx->a.reqs[0].h.client_id != 0);
+    assert_true(fx->a.reqs[0].h.client_id == fx->a.reqs[1].h.client_id);
+    assert_true(fx->a.reqs[0].h.client_seq == fx->a.reqs[1].h.client_seq);
+
+    fx->b.mode = FAKE_CLOSE_FIRST;
+    assert_int_equal(gs_client_open(&fx->loop, seed, 1, &nr, &c2), 0);
+    r2.fx = fx;
+    assert_int_equal(gs_client_call(c2, CREATE, (const uint8_t *)"w", 1, NULL, on_result, &r2), 0);
+    RUN_UNTIL(fx, r2.calls == 1, 2000);
+    assert_int_equal(r2.status, GS_ECLOSED);
+    close_client(fx, c2);
+}
+
+/* A dead seed yields GS_ECONNECT and the next seed is tried. */
+static void test_connect_failure(void **state)
+{
+    struct fx *fx = *state;
+    struct result r = {0}, r2 = {0};
+    char dead[64];
+    struct gs_client_options pin = {.pin = 1};
+    const char *seed[1] = {dead};
+    gs_client *c2;
+
+    /* A port that was just free: nothing listens there. */
+    strcpy(dead, fx->b.addr);
+    fake_stop(&fx->b);
+    SETTLE(fx, 5);
+
+    open_client(fx, dead, fx->a.addr, NULL);
+    call(fx, GET, "x", NULL, &r);
+    RUN_UNTIL(fx, r.calls == 1, 3000);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(fx->a.nreq, 1);
+
+    assert_int_equal(gs_client_open(&fx->loop, seed, 1, &pin, &c2), 0);
+    r2.fx = fx;
+    assert_int_equal(gs_client_call(c2, GET, (const uint8_t *)"x", 1, NULL, on_result, &r2), 0);
+    RUN_UNTIL(fx, r2.calls == 1, 2000);
+    assert_int_equal(r2.status, GS_ECONNECT);
+    close_client(fx, c2);
+}
+
+/* A response body above max_body is a protocol error: that call fails with
+ * GS_ETOOBIG, the connection is dropped, later calls reconnect. */
+static void test_oversize_response(void **state)
+{
+    struct fx *fx = *state;
+    struct gs_client_options o = {.max_body = 64};
+    struct result r = {0}, r2 = {0};
+
+    fx->a.mode = FAKE_BIG;
+    open_client(fx, fx->a.addr, NULL, &o);
+    call(fx, GET, "big", NULL, &r);
+    RUN_UNTIL(fx, r.calls == 1, 2000);
+    assert_int_equal(r.status, GS_ETOOBIG);
+    call(fx, GET, "small", NULL, &r2);
+    RUN_UNTIL(fx, r2.calls == 1, 2000);
+    assert_int_equal(r2.status, 0);
+    assert_int_equal(fx->a.accepts, 2);
+}
+
+/* Closing with calls in flight and queued: each callback runs once with
+ * GS_ESHUTDOWN, calls made from those callbacks are refused. */
+static void test_close_with_pending(void **state)
+{
+    struct fx *fx = *state;
+    struct gs_client_options o = {.max_inflight = 2};
+    struct result r[4] = {{0}};
+    int closed = 0;
+
+    fx->a.mode = FAKE_SILENT;
+    open_client(fx, fx->a.addr, NULL, &o);
+    for (int i = 0; i < 4; i++) {
+        call(fx, i % 2 ? GET : CREATE, "p", NULL, &r[i]);
+    }
+    r[3].call_again = 1;
+    RUN_UNTIL(fx, fx->a.nreq == 2, 2000);
+    assert_int_equal(fx->a.nreq, 2); /* two sent, two queued */
+    gs_client_close(fx->c, set_flag, &closed);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(r[i].calls, 1);
+        assert_int_equal(r[i].status, GS_ESHUTDOWN);
+    }
+    assert_int_equal(r[3].again_rv, GS_ESHUTDOWN);
+    assert_int_equal(gs_client_call(fx->c, GET, (const uint8_t *)"x", 1, NULL, on_result, &r[0]),
+                     GS_ESHUTDOWN);
+    gs_client_close(fx->c, set_flag, &closed); /* a second close is a no-op */
+    fx->c = NULL;
+    assert_int_equal(closed, 0); /* freed only once its handles closed */
+    RUN_UNTIL(fx, closed, 2000);
+    assert_true(closed);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(r[i].calls, 1);
+    }
+}
+
+static void test_bad_arguments(void **state)
+{
+    struct fx *fx = *state;
+    static const char *const bad[] = {"example.com:80",  "127.0.0.1", "127.0.0.1:", "127.0.0.1:0",
+                                      "127.0.0.1:70000", ":80",       "1.2.3:4"};
+    static const char *const good[] = {"localhost:1", "[::1]:8080", "::1:9", "10.0.0.1:65535"};
+    struct result r = {0};
+    gs_client *c;
+
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        c = (gs_client *)&r;
+        assert_int_equal(gs_client_open(&fx->loop, &bad[i], 1, NULL, &c), GS_EINVAL);
+        assert_null(c);
+    }
+    assert_int_equal(gs_client_open(&fx->loop, good, 0, NULL, &c), GS_EINVAL);
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        assert_int_equal(gs_client_open(&fx->loop, &good[i], 1, NULL, &c), 0);
+        close_client(fx, c);
+    }
+    open_client(fx, fx->a.addr, NULL, NULL);
+    assert_int_equal(gs_client_call(fx->c, 0, NULL, 0, NULL, on_result, &r), GS_EINVAL);
+    assert_int_equal(gs_client_call(fx->c, 99, NULL, 0, NULL, on_result, &r), GS_EINVAL);
+    assert_int_equal(gs_client_call(fx->c, GET, (const uint8_t *)"x", WIRE_DEFAULT_MAX_BODY + 1,
+                                    NULL, on_result, &r),
+                     GS_ETOOBIG);
+    SETTLE(fx, 5);
+    assert_int_equal(r.calls, 0);
+    assert_int_equal(fx->a.accepts, 0); /* connections are lazy */
+}
+
+/* ------------------------------------------------------------------ blocking client */
+
+struct server_thread {
+    uv_thread_t tid;
+    uv_loop_t loop;
+    uv_async_t stop;
+    uv_sem_t ready;
+    struct fake f;
+};
+
+static void server_stop_cb(uv_async_t *a)
+{
+    struct server_thread *st = a->data;
+    fake_stop(&st->f);
+    uv_close((uv_handle_t *)&st->stop, NULL);
+}
+
+static void server_main(void *arg)
+{
+    struct server_thread *st = arg;
+
+    assert_int_equal(uv_loop_init(&st->loop), 0);
+    assert_int_equal(uv_async_init(&st->loop, &st->stop, server_stop_cb), 0);
+    st->stop.data = st;
+    fake_start(&st->f, &st->loop, FAKE_PROTO);
+    st->f.leader_id = 3;
+    uv_sem_post(&st->ready);
+    uv_run(&st->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&st->loop), 0);
+}
+
+static void test_sync_round_trip(void **state)
+{
+    struct server_thread st;
+    const char *seeds[1];
+    gs_sync *s;
+    Geoscale__GetUserRequest req = GEOSCALE__GET_USER_REQUEST__INIT;
+    Geoscale__GetSettingsRequest sreq = GEOSCALE__GET_SETTINGS_REQUEST__INIT;
+    ProtobufCMessage *resp = (ProtobufCMessage *)&st;
+    uint32_t leader = 0;
+    Geoscale__GetUserResponse *u;
+    (void)state;
+
+    memset(&st, 0, sizeof st);
+    assert_int_equal(uv_sem_init(&st.ready, 0), 0);
+    assert_int_equal(uv_thread_create(&st.tid, server_main, &st), 0);
+    uv_sem_wait(&st.ready);
+    seeds[0] = st.f.addr;
+
+    assert_int_equal(gs_sync_open(seeds, 1, NULL, &s), 0);
+    req.user_id = 42;
+    assert_int_equal(gs_sync_call(s, GEOSCALE__METHOD__METHOD_GET_USER, &req.base, &resp, &leader),
+                     0);
+    assert_non_null(resp);
+    assert_int_equal(leader, 3);
+    u = (Geoscale__GetUserResponse *)resp;
+    assert_ptr_equal(resp->descriptor, &geoscale__get_user_response__descriptor);
+    assert_non_null(u->profile);
+    assert_true(u->profile->user_id == 42);
+    assert_true(u->profile->version == 7);
+    protobuf_c_message_free_unpacked(resp, NULL);
+
+    /* An undecodable response body is a protocol error. */
+    sreq.user_id = 1;
+    assert_int_equal(
+        gs_sync_call(s, GEOSCALE__METHOD__METHOD_GET_SETTINGS, &sreq.base, &resp, NULL), GS_EPROTO);
+    assert_null(resp);
+    /* The request message must be the method's. */
+    assert_int_equal(gs_sync_call(s, GEOSCALE__METHOD__METHOD_GET_USER, &sreq.base, &resp, NULL),
+                     GS_EINVAL);
+    assert_null(resp);
+    gs_sync_close(s);
+    gs_sync_close(NULL);
+
+    uv_async_send(&st.stop);
+    assert_int_equal(uv_thread_join(&st.tid), 0);
+    uv_sem_destroy(&st.ready);
+    /* GetUser, the CellStatus asked to learn leader 3, GetSettings. */
+    assert_int_equal(st.f.nreq, 3);
+    assert_int_equal(st.f.cell_status, 1);
+}
+
+int main(void)
+{
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_pipelined_out_of_order),
+        T(test_max_inflight_queue),
+        T(test_timeout_while_others_succeed),
+        T(test_retry_same_key),
+        T(test_status_codes),
+        T(test_leader_redirect),
+        T(test_pin_never_redirects),
+        T(test_connection_closed_mid_call),
+        T(test_connect_failure),
+        T(test_oversize_response),
+        T(test_close_with_pending),
+        T(test_bad_arguments),
+        cmocka_unit_test(test_sync_round_trip),
+    };
+#undef T
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

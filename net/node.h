@@ -1,0 +1,28 @@
+/*
+ * A GeoScale node: everything one geoscaled process runs, owned by one
+ * struct gs_node (there is no global state outside cmd/).
+ *
+ *   config  -> cell FSM (RocksDB at <data_dir>/db)
+ *           -> Raft group (raft_uv at <data_dir>/raft, its own thread)
+ *           -> client server on the main loop (this thread), answering
+ *              through its reply mailbox
+ *
+ * SIGTERM or SIGINT stops it gracefully: stop accepting, close the client
+ * connections, stop the group, close the FSM, exit status 0.
+ */
+#ifndef GS_NET_NODE_H
+#define GS_NET_NODE_H
+
+#include "config.h"
+
+struct gs_node;
+
+/*
+ * Run a node with cfg until it is told to stop. The log level is the
+ * caller's to set beforehand. Logs `info node event=ready ...` once the
+ * client address listens. Returns the process exit status: 0 after a
+ * graceful stop, 1 if the node could not start (the reason is logged).
+ */
+int node_run(const struct node_config *cfg);
+
+#endif /* GS_NET_NODE_H */

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include <jansson.h>
+#include <uv.h>
 
 #include "../engine/log.h"
 #include "geoscale/errors.h"
@@ -233,6 +234,17 @@ static int read_address(struct parser *p, json_t *obj, const char *prefix, const
         char name[FIELD_MAX];
         field_name(name, sizeof name, prefix, key);
         return fail(p, name, "expected \"host:port\", got \"%s\"", out);
+    }
+    /* Addresses are dialled by raft_uv and by the client library without a
+     * resolver: an IP literal, or localhost. */
+    struct sockaddr_in6 a6;
+    struct sockaddr_in a4;
+    if (strcmp(host, "localhost") != 0 && uv_ip4_addr(host, port, &a4) != 0 &&
+        uv_ip6_addr(host, port, &a6) != 0) {
+        char name[FIELD_MAX];
+        field_name(name, sizeof name, prefix, key);
+        return fail(p, name, "expected an IP address (host names are not resolved), got \"%s\"",
+                    out);
     }
     return 0;
 }

@@ -179,7 +179,7 @@ static void test_missing(void **state)
         snprintf(want, sizeof want, "config: %s: required", required[i]);
         expect_error(config_with(required[i], NULL, NULL), want, NULL);
     }
-    expect_error(config_with("peers", "\"peers\": [{\"id\": 2, \"raft_address\": \"h:1\"}]", NULL),
+    expect_error(config_with("peers", "\"peers\": [{\"id\": 2, \"raft_address\": \"127.0.0.1:1\"}]", NULL),
                  "peers[0].client_address: required", NULL);
 }
 
@@ -217,6 +217,9 @@ static void test_out_of_range(void **state)
                  "raft_address: expected \"host:port\", got \"localhost\"", NULL);
     expect_error(config_with("client_address", "\"client_address\": \"h:70000\"", NULL),
                  "client_address: expected \"host:port\"", NULL);
+    expect_error(config_with("client_address", "\"client_address\": \"db1.example:7201\"", NULL),
+                 "client_address: expected an IP address (host names are not resolved)",
+                 "db1.example:7201");
     expect_error(config_with("peers",
                              "\"peers\": [{\"id\": 2, \"raft_address\": \"127.0.0.1:7002\","
                              "\"client_address\": \"127.0.0.1:8002\"},"

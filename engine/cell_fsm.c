@@ -44,6 +44,7 @@
 #include <sodium.h>
 
 #include "cell_internal.h"
+#include "checkpoint.h"
 #include "entry.h"
 #include "geoscale/errors.h"
 #include "log.h"
@@ -99,6 +100,7 @@ static void fsm_free(struct cell_fsm *fsm)
         rocksdb_options_destroy(fsm->options);
     }
     sodium_memzero(fsm->username_key, sizeof fsm->username_key);
+    free(fsm->db_path);
     free(fsm);
 }
 
@@ -210,6 +212,12 @@ int cell_fsm_open(const struct cell_fsm_options *opts, struct cell_fsm **out, ch
         return GS_ENOMEM;
     }
     fsm->cell_id = opts->cell_id;
+    fsm->db_path = strdup(opts->db_path);
+    if (fsm->db_path == NULL) {
+        snprintf(errmsg, errmsg_len, "out of memory");
+        rv = GS_ENOMEM;
+        goto err;
+    }
     memcpy(fsm->username_key, opts->username_key, opts->username_key_len);
     fsm->username_key_len = opts->username_key_len;
 
@@ -226,6 +234,11 @@ int cell_fsm_open(const struct cell_fsm_options *opts, struct cell_fsm **out, ch
     /* overwrite_key = 1: required by the merged iterator. */
     fsm->wb = rocksdb_writebatch_wi_create(0, 1);
 
+    /* A crash inside cell_fsm_install() may have left the old DB aside. */
+    rv = checkpoint_recover_swap(opts->db_path, errmsg, errmsg_len);
+    if (rv != 0) {
+        goto err;
+    }
     fsm->db = rocksdb_open(fsm->options, opts->db_path, &err);
     if (err != NULL) {
         snprintf(errmsg, errmsg_len, "cannot open database: %s", err);

@@ -54,6 +54,7 @@ struct cell_fsm {
     rocksdb_readoptions_t *readopts;
     rocksdb_writeoptions_t *writeopts; /* sync = 0 */
     rocksdb_writebatch_wi_t *wb;       /* reused by every apply */
+    char *db_path; /* owned; cell_fsm_install() swaps the directory */
     uint32_t cell_id;
     uint64_t applied_index; /* cache of 'S' applied_index */
     uint8_t username_key[64];

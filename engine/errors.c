@@ -30,6 +30,7 @@ static const struct error_text error_texts[] = {
     [18] = {"CLOSED", "connection closed"},
     [19] = {"CONNECT", "cannot connect"},
     [20] = {"INTERNAL", "internal error"},
+    [21] = {"PERMISSION_DENIED", "permission denied"},
 };
 
 static const struct error_text *error_lookup(int code)

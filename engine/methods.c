@@ -25,6 +25,10 @@ static const struct method_info methods[] = {
     M(SET_SETTINGS, "SetSettings", WRITE, set_settings_request, set_settings_response),
     M(CELL_STATUS, "CellStatus", LOCAL, cell_status_request, cell_status_response),
     M(STATE_DIGEST, "StateDigest", LOCAL, state_digest_request, state_digest_response),
+    M(CHECKPOINT_INFO, "CheckpointInfo", LOCAL, checkpoint_info_request,
+      checkpoint_info_response),
+    M(CHECKPOINT_CHUNK, "CheckpointChunk", LOCAL, checkpoint_chunk_request,
+      checkpoint_chunk_response),
 };
 
 const struct method_info *method_lookup(uint32_t id)

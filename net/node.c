@@ -154,11 +154,17 @@ static int node_start(struct gs_node *node)
         snprintf(peers[i].client_address, sizeof peers[i].client_address, "%s",
                  cfg->peers[i].client_address);
     }
+    char checkpoint_dir[CONFIG_PATH_MAX + 16];
+    char incoming_dir[CONFIG_PATH_MAX + 16];
+    node_checkpoint_dir(cfg, checkpoint_dir, sizeof checkpoint_dir);
+    snprintf(incoming_dir, sizeof incoming_dir, "%s/" NODE_INCOMING_SUBDIR, cfg->data_dir);
     struct group_config gcfg = {
         .node_id = cfg->node_id,
         .region = cfg->region,
         .cell_id = cfg->cell_id,
         .raft_dir = path,
+        .checkpoint_dir = checkpoint_dir,
+        .incoming_dir = incoming_dir,
         .peers = peers,
         .n_peers = cfg->n_peers,
         .fsm = node->fsm,
@@ -197,6 +203,11 @@ static int node_start(struct gs_node *node)
              cfg->node_id, cfg->region, cfg->cell_id, cfg->client_address, cfg->raft_address,
              cfg->n_peers);
     return 0;
+}
+
+void node_checkpoint_dir(const struct node_config *cfg, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/" NODE_CHECKPOINT_SUBDIR, cfg->data_dir);
 }
 
 int node_run(const struct node_config *cfg)

@@ -25,4 +25,14 @@ struct gs_node;
  */
 int node_run(const struct node_config *cfg);
 
+/* Layout of a node's data_dir: db/ (RocksDB), raft/ (raft_uv), checkpoints/
+ * (RocksDB checkpoints kept for peers' snapshot installs) and incoming/ (a
+ * checkpoint being received). All on one file system, so that checkpoints
+ * are hard links and an installed checkpoint is renamed into place. */
+#define NODE_CHECKPOINT_SUBDIR "checkpoints"
+#define NODE_INCOMING_SUBDIR "incoming"
+
+/* <data_dir>/checkpoints into buf. */
+void node_checkpoint_dir(const struct node_config *cfg, char *buf, size_t len);
+
 #endif /* GS_NET_NODE_H */

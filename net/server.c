@@ -390,6 +390,11 @@ void server_dispatch(struct server *srv, struct server_request *req)
         server_cell_status(srv, req);
         return;
     }
+    if (req->header.method == GEOSCALE__METHOD__METHOD_CHECKPOINT_INFO ||
+        req->header.method == GEOSCALE__METHOD__METHOD_CHECKPOINT_CHUNK) {
+        server_transfer(srv, req);
+        return;
+    }
     /* WRITE, READ, and the StateDigest (computed on the group thread). */
     server_submit(srv, req);
 }

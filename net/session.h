@@ -169,6 +169,11 @@ void server_dispatch(struct server *srv, struct server_request *req);
 int server_deadline_add(struct server *srv, struct server_request *req);
 void server_deadline_remove(struct server *srv, struct server_request *req);
 
+/* ---- transfer.c */
+
+/* Serve CheckpointInfo / CheckpointChunk (state RECEIVED) off the loop. */
+void server_transfer(struct server *srv, struct server_request *req);
+
 /* A session handle finished closing. */
 void server_handle_closed(struct server *srv);
 

@@ -36,14 +36,16 @@
  * applied at most once.
  *
  * Snapshots. snapshot() makes the FSM durable up to its applied index (one
- * WAL fsync) and returns a small manifest, never the data, so libraft may
- * then truncate its log. restore() ignores a manifest that is not newer than
- * the database. A newer one would need the checkpoint transfer between
- * peers, which this version does not have: it is refused loudly, and the log
- * trailing (snapshot_trailing entries) is kept long enough that ordinary lag
- * and restarts never need it.
+ * WAL fsync), keeps a RocksDB checkpoint of that state (hard links and a WAL
+ * copy, no memtable flush) for peers to pull, and returns a small manifest,
+ * never the data, so libraft may then truncate its log. restore() ignores a
+ * manifest that is not newer than the database; for a newer one it pulls a
+ * peer's checkpoint, verifies it and swaps it in before returning
+ * (raft/snapshot_pull.c). The log trailing (snapshot_trailing entries) is
+ * kept long enough that ordinary lag and restarts never need that.
  */
 #include "group.h"
+#include "snapshot_pull.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -58,6 +60,7 @@
 #include <raft/uv.h>
 #include <sodium.h>
 
+#include "../engine/checkpoint.h"
 #include "../engine/entry.h"
 #include "../engine/log.h"
 #include "../engine/methods.h"
@@ -82,6 +85,8 @@ struct group {
     struct group_config cfg;
     struct group_peer *peers;
     char *raft_dir;
+    char *checkpoint_dir; /* NULL: none */
+    char *incoming_dir;   /* NULL: none */
     char *region;
     char raft_address[GROUP_ADDRESS_MAX];
 
@@ -251,6 +256,17 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
         log_error("group", "event=snapshot_sync_failed code=%s", gs_error_name(rv));
         return RAFT_IOERR;
     }
+    if (g->checkpoint_dir != NULL) {
+        /* Without a checkpoint, a replica sent this snapshot could not get
+         * the data: keep the log instead. */
+        char errmsg[256];
+        rv = cell_fsm_checkpoint_create(g->cfg.fsm, g->checkpoint_dir, NULL, errmsg, sizeof errmsg);
+        if (rv != 0) {
+            log_error("group", "event=checkpoint_failed code=%s detail=\"%s\"", gs_error_name(rv),
+                      errmsg);
+            return RAFT_IOERR;
+        }
+    }
     Geoscale__SnapshotManifest m = GEOSCALE__SNAPSHOT_MANIFEST__INIT;
     m.format = MANIFEST_FORMAT;
     m.applied_index = cell_fsm_applied_index(g->cfg.fsm);
@@ -289,12 +305,35 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
                  (uint64_t)m->applied_index, have);
         goto out;
     }
-    log_error("group",
-              "event=restore_needs_transfer manifest_index=%" PRIu64 " db_index=%" PRIu64
-              " detail=\"checkpoint transfer between peers is not available; "
-              "this replica cannot catch up by snapshot\"",
-              (uint64_t)m->applied_index, have);
-    rv = RAFT_IOERR;
+    if (g->incoming_dir == NULL) {
+        log_error("group",
+                  "event=restore_refused manifest_index=%" PRIu64 " db_index=%" PRIu64
+                  " detail=\"no incoming directory configured\"",
+                  (uint64_t)m->applied_index, have);
+        rv = RAFT_IOERR;
+        goto out;
+    }
+    log_info("group", "event=restore_pull manifest_index=%" PRIu64 " db_index=%" PRIu64,
+             (uint64_t)m->applied_index, have);
+    struct snapshot_pull pull = {
+        .fsm = g->cfg.fsm,
+        .cell_id = g->cfg.cell_id,
+        .self_id = g->cfg.node_id,
+        .leader_id = group_leader(g),
+        .peers = g->peers,
+        .n_peers = g->cfg.n_peers,
+        .incoming_dir = g->incoming_dir,
+        .min_index = m->applied_index,
+        .timeout_ms = 10000,
+        .rounds = 5,
+    };
+    char errmsg[256];
+    int prv = snapshot_pull(&pull, errmsg, sizeof errmsg);
+    if (prv != 0) {
+        log_error("group", "event=restore_failed manifest_index=%" PRIu64 " code=%s detail=\"%s\"",
+                  (uint64_t)m->applied_index, gs_error_name(prv), errmsg);
+        rv = RAFT_IOERR;
+    }
 out:
     if (m != NULL) {
         geoscale__snapshot_manifest__free_unpacked(m, NULL);
@@ -863,6 +902,8 @@ static void group_free(struct group *g)
     pthread_mutex_destroy(&g->status_lock);
     free(g->peers);
     free(g->raft_dir);
+    free(g->checkpoint_dir);
+    free(g->incoming_dir);
     free(g->region);
     free(g);
 }
@@ -878,10 +919,14 @@ int group_start(const struct group_config *cfg, struct group **out, char *errmsg
     g->peers = calloc(cfg->n_peers, sizeof *g->peers);
     g->raft_dir = strdup(cfg->raft_dir);
     g->region = strdup(cfg->region != NULL ? cfg->region : "");
+    g->checkpoint_dir = cfg->checkpoint_dir != NULL ? strdup(cfg->checkpoint_dir) : NULL;
+    g->incoming_dir = cfg->incoming_dir != NULL ? strdup(cfg->incoming_dir) : NULL;
     pthread_mutex_init(&g->start_lock, NULL);
     pthread_cond_init(&g->start_cond, NULL);
     pthread_mutex_init(&g->status_lock, NULL);
-    if (g->peers == NULL || g->raft_dir == NULL || g->region == NULL) {
+    if (g->peers == NULL || g->raft_dir == NULL || g->region == NULL ||
+        (cfg->checkpoint_dir != NULL && g->checkpoint_dir == NULL) ||
+        (cfg->incoming_dir != NULL && g->incoming_dir == NULL)) {
         group_free(g);
         snprintf(errmsg, errmsg_len, "out of memory");
         return GS_ENOMEM;
@@ -890,6 +935,8 @@ int group_start(const struct group_config *cfg, struct group **out, char *errmsg
     g->cfg.peers = g->peers;
     g->cfg.raft_dir = g->raft_dir;
     g->cfg.region = g->region;
+    g->cfg.checkpoint_dir = g->checkpoint_dir;
+    g->cfg.incoming_dir = g->incoming_dir;
     bool found = false;
     for (size_t i = 0; i < cfg->n_peers; i++) {
         if (cfg->peers[i].id == cfg->node_id) {

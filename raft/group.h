@@ -44,6 +44,12 @@ struct group_config {
     const char *region;
     uint32_t cell_id;
     const char *raft_dir;             /* raft_uv directory; must exist */
+    const char *checkpoint_dir;       /* where snapshots keep a RocksDB
+                                         checkpoint for peers to pull; on the
+                                         DB's file system. NULL: none kept */
+    const char *incoming_dir;         /* where a pulled checkpoint is received
+                                         (a sibling of the DB). NULL: a replica
+                                         that needs a snapshot cannot catch up */
     const struct group_peer *peers;   /* the initial voters, self included */
     size_t n_peers;
     struct cell_fsm *fsm;             /* used only by the group thread once

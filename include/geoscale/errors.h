@@ -36,9 +36,11 @@ enum gs_error {
     GS_ECLOSED = -18,      /* connection closed before an answer */
     GS_ECONNECT = -19,     /* could not connect to any node */
     GS_EINTERNAL = -20,    /* bug or broken invariant; see the node log */
+    GS_EDENIED = -21,      /* the caller may not make this call (e.g. a
+                              node-to-node call from outside the cell) */
 };
 
-#define GS_ERROR_MIN GS_EINTERNAL
+#define GS_ERROR_MIN GS_EDENIED
 
 /* Static, human-readable text for a code (positive or negative). Never NULL. */
 const char *gs_strerror(int code);

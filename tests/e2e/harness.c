@@ -117,9 +117,9 @@ static int write_config(const struct cluster *c, int i)
     }
     fprintf(f,
             "],\"username_hash_key\":\"%s\","
-            "\"raft\":{\"election_timeout_ms\":1000,\"heartbeat_timeout_ms\":100},"
+            "\"raft\":{\"election_timeout_ms\":1000,\"heartbeat_timeout_ms\":100%s},"
             "\"log_level\":\"info\"}\n",
-            username_hash_key);
+            username_hash_key, c->raft_extra);
     if (fclose(f) != 0) {
         e2e_log("harness: cannot write %s: %s", n->config_path, strerror(errno));
         return GS_EIO;
@@ -133,7 +133,10 @@ int cluster_init(struct cluster *c, const char *name)
     const char *tmp = getenv("TMPDIR");
     int rv;
 
+    char raft_extra[sizeof c->raft_extra];
+    memcpy(raft_extra, c->raft_extra, sizeof raft_extra);
     memset(c, 0, sizeof *c);
+    memcpy(c->raft_extra, raft_extra, sizeof raft_extra);
     snprintf(c->name, sizeof c->name, "%s", name);
     if (snprintf(c->dir, sizeof c->dir, "%s/geoscale-e2e-%s-XXXXXX",
                  tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp", name) >= (int)sizeof c->dir) {

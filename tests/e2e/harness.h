@@ -50,6 +50,9 @@ struct cluster {
     char dir[512]; /* short enough that every path below it fits */
     struct cluster_node nodes[CLUSTER_NODES];
     int passed; /* set by the test when it got to its end */
+    char raft_extra[160]; /* appended inside the config's "raft" object, e.g.
+                             ",\"snapshot_threshold\":64"; set before
+                             cluster_init, which keeps it */
 };
 
 /* Progress line on stdout, prefixed with "# " and flushed. */

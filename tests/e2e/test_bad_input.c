@@ -436,7 +436,7 @@ static void test_oversized_length(void **state)
 static void test_unknown_method(void **state)
 {
     struct bad_ctx *b = *state;
-    static const uint16_t unknown[] = {14, 999, 0xffff};
+    static const uint16_t unknown[] = {0, 250, 999, 0xffff};
     struct snapshot before;
     struct wire_header h;
     uint8_t *body = NULL;

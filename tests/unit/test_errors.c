@@ -41,6 +41,7 @@ static const struct {
     {GS_ECLOSED, "CLOSED"},
     {GS_ECONNECT, "CONNECT"},
     {GS_EINTERNAL, "INTERNAL"},
+    {GS_EDENIED, "PERMISSION_DENIED"},
 };
 #define N_EXPECTED (sizeof expected / sizeof expected[0])
 

@@ -1,0 +1,40 @@
+/*
+ * Pulling a peer's checkpoint when a replica receives a snapshot manifest
+ * newer than its database (see raft/group.c, "Snapshots").
+ *
+ * Runs on the group's loop thread, inside libraft's restore(): the group's
+ * replication stalls while it runs, which is what a replica that needs the
+ * whole state must do anyway; other groups of the node have their own loop
+ * threads. Calls go through a blocking client with a private loop to each
+ * peer's client address in turn (the leader first), pinned, and only to
+ * members of this cell (the data is the cell's PII).
+ */
+#ifndef GS_RAFT_SNAPSHOT_PULL_H
+#define GS_RAFT_SNAPSHOT_PULL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../engine/cell_fsm.h"
+#include "group.h"
+
+struct snapshot_pull {
+    struct cell_fsm *fsm;
+    uint32_t cell_id;
+    uint64_t self_id;
+    uint64_t leader_id;             /* asked first; 0 = unknown */
+    const struct group_peer *peers; /* the cell's members */
+    size_t n_peers;
+    const char *incoming_dir;
+    uint64_t min_index;             /* the manifest's applied_index */
+    unsigned timeout_ms;            /* per call */
+    unsigned rounds;                /* passes over the peers before giving up */
+};
+
+/* Pull a checkpoint with applied index >= min_index from a peer, verify it
+ * and install it into the fsm. Returns 0 once installed (then
+ * cell_fsm_applied_index(fsm) >= min_index), or a GS_E* code with one line
+ * in errmsg after every peer failed `rounds` times. */
+int snapshot_pull(const struct snapshot_pull *p, char *errmsg, size_t errmsg_len);
+
+#endif /* GS_RAFT_SNAPSHOT_PULL_H */

@@ -29,6 +29,7 @@ static const struct method_info methods[] = {
       checkpoint_info_response),
     M(CHECKPOINT_CHUNK, "CheckpointChunk", LOCAL, checkpoint_chunk_request,
       checkpoint_chunk_response),
+    M(NODE_STATUS, "NodeStatus", LOCAL, node_status_request, node_status_response),
 };
 
 const struct method_info *method_lookup(uint32_t id)

@@ -1,6 +1,7 @@
 /*
- * A cell's Raft group: libraft (v0 API) over raft_uv + raft_uv_tcp, on a
- * loop thread of its own, with the cell FSM as state machine.
+ * A Raft group: libraft (v0 API) over raft_uv + raft_uv_tcp, on a loop
+ * thread of its own, over a state machine given as a table of functions
+ * (group_sm.h): a cell's FSM, the directory's or the metadata group's.
  *
  * Threads. The group thread owns the uv loop, the raft instance and the
  * FSM. Other threads talk to it only through its inbox (a mailbox) and read
@@ -232,7 +233,7 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
         }
     }
     size_t n_results = 0;
-    int rv = cell_fsm_apply(g->cfg.fsm, index, buf->base, buf->len, results, max_results,
+    int rv = g->cfg.ops->apply(g->cfg.sm, index, buf->base, buf->len, results, max_results,
                             &n_results);
     if (rv != 0) {
         /* A storage failure: this replica cannot go on applying without
@@ -251,16 +252,16 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
 static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
     struct group *g = fsm->data;
-    int rv = cell_fsm_sync(g->cfg.fsm);
+    int rv = g->cfg.ops->sync(g->cfg.sm);
     if (rv != 0) {
         log_error("group", "event=snapshot_sync_failed code=%s", gs_error_name(rv));
         return RAFT_IOERR;
     }
-    if (g->checkpoint_dir != NULL) {
+    if (g->checkpoint_dir != NULL && g->cfg.ops->checkpoint_create != NULL) {
         /* Without a checkpoint, a replica sent this snapshot could not get
          * the data: keep the log instead. */
         char errmsg[256];
-        rv = cell_fsm_checkpoint_create(g->cfg.fsm, g->checkpoint_dir, NULL, errmsg, sizeof errmsg);
+        rv = g->cfg.ops->checkpoint_create(g->cfg.sm, g->checkpoint_dir, errmsg, sizeof errmsg);
         if (rv != 0) {
             log_error("group", "event=checkpoint_failed code=%s detail=\"%s\"", gs_error_name(rv),
                       errmsg);
@@ -269,8 +270,8 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
     }
     Geoscale__SnapshotManifest m = GEOSCALE__SNAPSHOT_MANIFEST__INIT;
     m.format = MANIFEST_FORMAT;
-    m.applied_index = cell_fsm_applied_index(g->cfg.fsm);
-    m.cell_id = g->cfg.cell_id;
+    m.applied_index = g->cfg.ops->applied_index(g->cfg.sm);
+    m.cell_id = g->cfg.group_id;
     size_t len = geoscale__snapshot_manifest__get_packed_size(&m);
     *bufs = raft_malloc(sizeof **bufs);
     if (*bufs == NULL) {
@@ -294,18 +295,18 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
     Geoscale__SnapshotManifest *m =
         geoscale__snapshot_manifest__unpack(NULL, buf->len, buf->base);
     int rv = 0;
-    if (m == NULL || m->format != MANIFEST_FORMAT || m->cell_id != g->cfg.cell_id) {
+    if (m == NULL || m->format != MANIFEST_FORMAT || m->cell_id != g->cfg.group_id) {
         log_error("group", "event=restore_bad_manifest");
         rv = RAFT_MALFORMED;
         goto out;
     }
-    uint64_t have = cell_fsm_applied_index(g->cfg.fsm);
+    uint64_t have = g->cfg.ops->applied_index(g->cfg.sm);
     if (m->applied_index <= have) {
         log_info("group", "event=restore_skipped manifest_index=%" PRIu64 " db_index=%" PRIu64,
                  (uint64_t)m->applied_index, have);
         goto out;
     }
-    if (g->incoming_dir == NULL) {
+    if (g->incoming_dir == NULL || g->cfg.ops->install == NULL) {
         log_error("group",
                   "event=restore_refused manifest_index=%" PRIu64 " db_index=%" PRIu64
                   " detail=\"no incoming directory configured\"",
@@ -316,8 +317,9 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
     log_info("group", "event=restore_pull manifest_index=%" PRIu64 " db_index=%" PRIu64,
              (uint64_t)m->applied_index, have);
     struct snapshot_pull pull = {
-        .fsm = g->cfg.fsm,
-        .cell_id = g->cfg.cell_id,
+        .ops = g->cfg.ops,
+        .sm = g->cfg.sm,
+        .group_id = g->cfg.group_id,
         .self_id = g->cfg.node_id,
         .leader_id = group_leader(g),
         .peers = g->peers,
@@ -550,7 +552,7 @@ static void barrier_cb(struct raft_barrier *barrier, int status)
     while (list != NULL) {
         struct group_request *next = list->next_in_batch;
         if (status == 0) {
-            cell_fsm_read(g->cfg.fsm, list->method, list->body, list->len, &list->result);
+            g->cfg.ops->read(g->cfg.sm, list->method, list->body, list->len, &list->result);
             req_complete(g, list, list->result.status);
         } else {
             req_complete(g, list, g->stopping ? GS_ESHUTDOWN : req_not_leader_status(g));
@@ -593,14 +595,14 @@ static void group_state_digest(struct group *g, struct group_request *req)
 {
     uint8_t digest[32];
     uint64_t n_keys = 0;
-    int rv = cell_fsm_digest(g->cfg.fsm, digest, &n_keys);
+    int rv = g->cfg.ops->digest(g->cfg.sm, digest, &n_keys);
     if (rv != 0) {
         req_complete(g, req, rv);
         return;
     }
     Geoscale__StateDigestResponse resp = GEOSCALE__STATE_DIGEST_RESPONSE__INIT;
     resp.node_id = g->cfg.node_id;
-    resp.applied_index = cell_fsm_applied_index(g->cfg.fsm);
+    resp.applied_index = g->cfg.ops->applied_index(g->cfg.sm);
     resp.digest.data = digest;
     resp.digest.len = sizeof digest;
     resp.keys = n_keys;
@@ -811,7 +813,8 @@ static int group_setup(struct group *g)
 
     raft_configuration_init(&conf);
     for (size_t i = 0; i < g->cfg.n_peers; i++) {
-        rv = raft_configuration_add(&conf, g->peers[i].id, g->peers[i].raft_address, RAFT_VOTER);
+        int role = g->peers[i].role == GROUP_ROLE_STANDBY ? RAFT_STANDBY : RAFT_VOTER;
+        rv = raft_configuration_add(&conf, g->peers[i].id, g->peers[i].raft_address, role);
         if (rv != 0) {
             raft_configuration_close(&conf);
             snprintf(errmsg, errlen, "raft configuration: peer %" PRIu64 ": %s", g->peers[i].id,
@@ -882,9 +885,10 @@ static void *group_thread_main(void *arg)
     }
     uv_timer_start(&g->tick, group_tick_cb, GROUP_TICK_MS, GROUP_TICK_MS);
     group_refresh_status(g);
-    log_info("group", "event=started node_id=%" PRIu64 " cell_id=%u raft_address=%s applied=%" PRIu64,
-             g->cfg.node_id, g->cfg.cell_id, g->raft_address,
-             cell_fsm_applied_index(g->cfg.fsm));
+    log_info("group",
+             "event=started kind=%s group_id=%u node_id=%" PRIu64 " raft_address=%s applied=%" PRIu64,
+             g->cfg.ops->kind, g->cfg.group_id, g->cfg.node_id, g->raft_address,
+             g->cfg.ops->applied_index(g->cfg.sm));
     group_start_signal(g, 0);
 
     uv_run(&g->loop, UV_RUN_DEFAULT);

@@ -1,6 +1,7 @@
 /*
- * A Raft group of a cell: one libraft instance over raft_uv + raft_uv_tcp on
- * its own loop thread, with the cell FSM as its state machine.
+ * A Raft group (a cell, the directory or the metadata group): one libraft
+ * instance over raft_uv + raft_uv_tcp on
+ * its own loop thread, over a state machine given as a group_sm_ops table.
  *
  * Life of a request (see struct group_request; not "group_req", which
  * <netinet/in.h> already defines): a server thread fills a
@@ -26,15 +27,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../engine/cell_fsm.h"
+#include "group_sm.h"
 #include "mailbox.h"
 
 struct group;
 
 #define GROUP_ADDRESS_MAX 64
 
+#define GROUP_ROLE_VOTER 0   /* counts in the quorum */
+#define GROUP_ROLE_STANDBY 1 /* replicates the log, never votes (RAFT_STANDBY) */
+
 struct group_peer {
     uint64_t id;
+    int role; /* GROUP_ROLE_* */
     char raft_address[GROUP_ADDRESS_MAX];
     char client_address[GROUP_ADDRESS_MAX];
 };
@@ -42,7 +47,7 @@ struct group_peer {
 struct group_config {
     uint64_t node_id;
     const char *region;
-    uint32_t cell_id;
+    uint32_t group_id;                /* the cell id; 0 for directory/metadata */
     const char *raft_dir;             /* raft_uv directory; must exist */
     const char *checkpoint_dir;       /* where snapshots keep a RocksDB
                                          checkpoint for peers to pull; on the
@@ -50,9 +55,10 @@ struct group_config {
     const char *incoming_dir;         /* where a pulled checkpoint is received
                                          (a sibling of the DB). NULL: a replica
                                          that needs a snapshot cannot catch up */
-    const struct group_peer *peers;   /* the initial voters, self included */
+    const struct group_peer *peers;   /* the initial members, self included */
     size_t n_peers;
-    struct cell_fsm *fsm;             /* used only by the group thread once
+    const struct group_sm_ops *ops;   /* the state machine's functions */
+    void *sm;                         /* used only by the group thread once
                                          started; closed by the caller after
                                          group_stop() */
     unsigned election_timeout_ms;     /* 0 = 1000 */

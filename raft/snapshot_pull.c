@@ -6,7 +6,7 @@
  *     checkpoint (file names, sizes, BLAKE2b-256), NOT_FOUND if it has none
  *     that new;
  *   CheckpointChunk for each missing piece, in order, into incoming_dir;
- *   verify every file's size and hash, then cell_fsm_install().
+ *   verify every file's size and hash, then install it (ops->install).
  * A checkpoint newer than the manifest is as good: entries the database
  * already holds are skipped when raft replays them. If the peer deletes the
  * checkpoint meanwhile (two newer ones were made), the attempt fails with
@@ -63,7 +63,7 @@ static int pull_info(gs_sync *client, const struct snapshot_pull *p, struct chec
                      char *errmsg, size_t errmsg_len)
 {
     Geoscale__CheckpointInfoRequest req = GEOSCALE__CHECKPOINT_INFO_REQUEST__INIT;
-    req.cell_id = p->cell_id;
+    req.cell_id = p->group_id;
     req.min_index = p->min_index;
     ProtobufCMessage *resp = NULL;
     int rv = gs_sync_call(client, GEOSCALE__METHOD__METHOD_CHECKPOINT_INFO, &req.base, &resp, NULL);
@@ -72,9 +72,9 @@ static int pull_info(gs_sync *client, const struct snapshot_pull *p, struct chec
         return rv;
     }
     Geoscale__CheckpointInfoResponse *w = (Geoscale__CheckpointInfoResponse *)resp;
-    if (w->cell_id != p->cell_id || w->applied_index < p->min_index) {
+    if (w->cell_id != p->group_id || w->applied_index < p->min_index) {
         snprintf(errmsg, errmsg_len, "peer offered cell %u index %" PRIu64 ", need cell %u >= %" PRIu64,
-                 w->cell_id, (uint64_t)w->applied_index, p->cell_id, p->min_index);
+                 w->cell_id, (uint64_t)w->applied_index, p->group_id, p->min_index);
         rv = GS_EPROTO;
     } else {
         rv = info_from_wire(w, info, errmsg, errmsg_len);
@@ -92,7 +92,7 @@ static int pull_files(gs_sync *client, const struct snapshot_pull *p,
     uint64_t bytes = 0;
     while (checkpoint_receive_next(r, &name, &offset)) {
         Geoscale__CheckpointChunkRequest req = GEOSCALE__CHECKPOINT_CHUNK_REQUEST__INIT;
-        req.cell_id = p->cell_id;
+        req.cell_id = p->group_id;
         req.applied_index = info->applied_index;
         req.name = (char *)name;
         req.offset = offset;
@@ -160,7 +160,7 @@ static int pull_from(const struct snapshot_pull *p, const struct group_peer *pee
     if (rv != 0) {
         goto out;
     }
-    rv = cell_fsm_install(p->fsm, checkpoint_receive_verified_dir(r), errmsg, errmsg_len);
+    rv = p->ops->install(p->sm, checkpoint_receive_verified_dir(r), errmsg, errmsg_len);
 out:
     checkpoint_receive_free(r);
     checkpoint_info_free(&info);
@@ -191,7 +191,7 @@ int snapshot_pull(const struct snapshot_pull *p, char *errmsg, size_t errmsg_len
             rv = pull_from(p, peer, errmsg, errmsg_len);
             if (rv == 0) {
                 log_info("snapshot", "event=installed from=%" PRIu64 " applied_index=%" PRIu64,
-                         peer->id, cell_fsm_applied_index(p->fsm));
+                         peer->id, p->ops->applied_index(p->sm));
                 return 0;
             }
             log_warn("snapshot", "event=pull_failed from=%" PRIu64 " round=%u code=%s detail=\"%s\"",

@@ -15,12 +15,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../engine/cell_fsm.h"
 #include "group.h"
 
 struct snapshot_pull {
-    struct cell_fsm *fsm;
-    uint32_t cell_id;
+    const struct group_sm_ops *ops; /* with install */
+    void *sm;
+    uint32_t group_id;
     uint64_t self_id;
     uint64_t leader_id;             /* asked first; 0 = unknown */
     const struct group_peer *peers; /* the cell's members */
@@ -33,7 +33,7 @@ struct snapshot_pull {
 
 /* Pull a checkpoint with applied index >= min_index from a peer, verify it
  * and install it into the fsm. Returns 0 once installed (then
- * cell_fsm_applied_index(fsm) >= min_index), or a GS_E* code with one line
+ * ops->applied_index(sm) >= min_index), or a GS_E* code with one line
  * in errmsg after every peer failed `rounds` times. */
 int snapshot_pull(const struct snapshot_pull *p, char *errmsg, size_t errmsg_len);
 

@@ -88,11 +88,12 @@ static void node_start(struct fixture *f, int i)
     assert_int_equal(cell_fsm_open(&o, &n->fsm, errmsg, sizeof errmsg), 0);
     struct group_config c = {.node_id = f->peers[i].id,
                              .region = "us-east",
-                             .cell_id = 1,
+                             .group_id = 1,
                              .raft_dir = n->raft_dir,
                              .peers = f->peers,
                              .n_peers = N,
-                             .fsm = n->fsm,
+                             .ops = &cell_sm_ops,
+                             .sm = n->fsm,
                              .election_timeout_ms = 300,
                              .heartbeat_timeout_ms = 50,
                              .max_batch_commands = f->max_batch_commands};

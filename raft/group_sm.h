@@ -1,0 +1,53 @@
+/*
+ * The state machine under a Raft group, as the group sees it.
+ *
+ * A node hosts several groups (its cell, a directory replica, a metadata
+ * replica); each runs the same group code (raft/group.c) over its own state
+ * machine through this table. Every function runs on the group's loop
+ * thread only. Entries are raft entries in engine/entry.h's format (a
+ * geoscale.CellBatch of commands: method, idempotency key, request body),
+ * whatever the group: each state machine interprets the methods it owns.
+ */
+#ifndef GS_RAFT_GROUP_SM_H
+#define GS_RAFT_GROUP_SM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../engine/cell_fsm.h" /* struct cell_result */
+
+struct group_sm_ops {
+    const char *kind; /* "cell", "directory", "metadata" (logs, status) */
+
+    /* Highest log index whose effects are in the state machine. */
+    uint64_t (*applied_index)(void *sm);
+
+    /* Apply the entry at `index` (skip it if index <= applied_index) as
+     * cell_fsm_apply() specifies. Non-zero: the replica must stop. */
+    int (*apply)(void *sm, uint64_t index, const void *entry, size_t len,
+                 struct cell_result *results, size_t max_results, size_t *n_results);
+
+    /* Serve a read-only method from the current state. */
+    int (*read)(void *sm, uint32_t method, const uint8_t *body, size_t len,
+                struct cell_result *out);
+
+    /* Digest of the replicated state (StateDigest). */
+    int (*digest)(void *sm, uint8_t digest[32], uint64_t *n_keys);
+
+    /* Make everything applied durable (before libraft truncates its log). */
+    int (*sync)(void *sm);
+
+    /* Optional (NULL: the group keeps no checkpoints, and a replica sent a
+     * snapshot newer than its state cannot catch up): keep a checkpoint of
+     * the applied state under root, for peers to pull. */
+    int (*checkpoint_create)(void *sm, const char *root, char *errmsg, size_t errmsg_len);
+
+    /* Optional, with checkpoint_create: replace the state with the verified
+     * checkpoint in dir (see cell_fsm_install()). */
+    int (*install)(void *sm, const char *dir, char *errmsg, size_t errmsg_len);
+};
+
+/* The table for a cell (engine/cell_fsm.h); sm is a struct cell_fsm *. */
+extern const struct group_sm_ops cell_sm_ops;
+
+#endif /* GS_RAFT_GROUP_SM_H */

@@ -5,11 +5,11 @@
 
 #include "geoscale.pb-c.h"
 
-#define M(ID, NAME, KIND, REQ, RESP)                                  \
-    [GEOSCALE__METHOD__METHOD_##ID] = {GEOSCALE__METHOD__METHOD_##ID, \
-                                       NAME, METHOD_KIND_##KIND,      \
-                                       &geoscale__##REQ##__descriptor, \
+#define MG(ID, NAME, KIND, GROUP, REQ, RESP)                                               \
+    [GEOSCALE__METHOD__METHOD_##ID] = {GEOSCALE__METHOD__METHOD_##ID, NAME, METHOD_KIND_##KIND, \
+                                       METHOD_GROUP_##GROUP, &geoscale__##REQ##__descriptor,   \
                                        &geoscale__##RESP##__descriptor}
+#define M(ID, NAME, KIND, REQ, RESP) MG(ID, NAME, KIND, CELL, REQ, RESP)
 
 static const struct method_info methods[] = {
     M(CREATE_USER, "CreateUser", WRITE, create_user_request, create_user_response),
@@ -23,13 +23,13 @@ static const struct method_info methods[] = {
     M(LIST_FOLLOWING, "ListFollowing", READ, list_edges_request, list_edges_response),
     M(GET_SETTINGS, "GetSettings", READ, get_settings_request, get_settings_response),
     M(SET_SETTINGS, "SetSettings", WRITE, set_settings_request, set_settings_response),
-    M(CELL_STATUS, "CellStatus", LOCAL, cell_status_request, cell_status_response),
+    MG(CELL_STATUS, "CellStatus", LOCAL, NODE, cell_status_request, cell_status_response),
     M(STATE_DIGEST, "StateDigest", LOCAL, state_digest_request, state_digest_response),
-    M(CHECKPOINT_INFO, "CheckpointInfo", LOCAL, checkpoint_info_request,
-      checkpoint_info_response),
-    M(CHECKPOINT_CHUNK, "CheckpointChunk", LOCAL, checkpoint_chunk_request,
-      checkpoint_chunk_response),
-    M(NODE_STATUS, "NodeStatus", LOCAL, node_status_request, node_status_response),
+    MG(CHECKPOINT_INFO, "CheckpointInfo", LOCAL, NODE, checkpoint_info_request,
+       checkpoint_info_response),
+    MG(CHECKPOINT_CHUNK, "CheckpointChunk", LOCAL, NODE, checkpoint_chunk_request,
+       checkpoint_chunk_response),
+    MG(NODE_STATUS, "NodeStatus", LOCAL, NODE, node_status_request, node_status_response),
 };
 
 const struct method_info *method_lookup(uint32_t id)

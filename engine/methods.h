@@ -16,10 +16,20 @@ enum method_kind {
     METHOD_KIND_LOCAL,     /* answered by the node that receives it */
 };
 
+/* Which of a node's Raft groups serves a method. */
+enum method_group {
+    METHOD_GROUP_CELL = 0,  /* the cell that owns the user named */
+    METHOD_GROUP_DIRECTORY, /* the directory group */
+    METHOD_GROUP_METADATA,  /* the metadata group */
+    METHOD_GROUP_NODE,      /* the receiving node itself, no group */
+};
+#define METHOD_GROUPS 3 /* the groups above that are Raft groups */
+
 struct method_info {
     uint16_t id;                               /* geoscale.Method value */
     const char *name;                          /* "CreateUser" */
     enum method_kind kind;
+    enum method_group group;
     const ProtobufCMessageDescriptor *request;
     const ProtobufCMessageDescriptor *response;
 };

@@ -182,7 +182,8 @@ static int node_start(struct gs_node *node)
         return rv;
     }
 
-    rv = server_start(&node->loop, cfg, node->group, &node->server, errmsg, sizeof errmsg);
+    struct group *groups[METHOD_GROUPS] = {[METHOD_GROUP_CELL] = node->group};
+    rv = server_start(&node->loop, cfg, groups, &node->server, errmsg, sizeof errmsg);
     if (rv != 0) {
         log_error("node", "event=start_failed step=server code=%s detail=\"%s\"", gs_error_name(rv),
                   errmsg);

@@ -332,7 +332,10 @@ static void server_cell_status(struct server *srv, struct server_request *req)
 {
     const struct node_config *cfg = srv->cfg;
     struct group_status st;
-    group_get_status(srv->group, &st);
+    memset(&st, 0, sizeof st);
+    if (srv->groups[METHOD_GROUP_CELL] != NULL) {
+        group_get_status(srv->groups[METHOD_GROUP_CELL], &st);
+    }
     Geoscale__Member members[CONFIG_MAX_PEERS];
     Geoscale__Member *member_ptrs[CONFIG_MAX_PEERS];
     for (size_t i = 0; i < cfg->n_peers; i++) {
@@ -363,9 +366,51 @@ static void server_cell_status(struct server *srv, struct server_request *req)
     request_reply(req, 0, (uint32_t)st.leader_id, buf, len);
 }
 
+static void server_node_status(struct server *srv, struct server_request *req)
+{
+    Geoscale__GroupStatus groups[METHOD_GROUPS];
+    Geoscale__GroupStatus *ptrs[METHOD_GROUPS];
+    size_t n = 0;
+    for (int k = 0; k < METHOD_GROUPS; k++) {
+        if (srv->groups[k] == NULL) {
+            continue;
+        }
+        struct group_status st;
+        group_get_status(srv->groups[k], &st);
+        geoscale__group_status__init(&groups[n]);
+        groups[n].kind = (char *)st.kind;
+        groups[n].group_id = st.group_id;
+        groups[n].role = (char *)st.role;
+        groups[n].state = (char *)(st.state != NULL ? st.state : "unavailable");
+        groups[n].leader_id = st.leader_id;
+        groups[n].term = st.term;
+        groups[n].commit_index = st.commit_index;
+        groups[n].applied_index = st.applied_index;
+        groups[n].last_log_index = st.last_log_index;
+        ptrs[n] = &groups[n];
+        n++;
+    }
+    Geoscale__NodeStatusResponse resp = GEOSCALE__NODE_STATUS_RESPONSE__INIT;
+    resp.node_id = srv->cfg->node_id;
+    resp.region = (char *)srv->cfg->region;
+    resp.n_groups = n;
+    resp.groups = ptrs;
+    uint8_t buf[1024];
+    size_t len = geoscale__node_status_response__get_packed_size(&resp);
+    assert(len <= sizeof buf); /* three groups of a few short fields */
+    geoscale__node_status_response__pack(&resp, buf);
+    request_reply(req, 0, 0, buf, len);
+}
+
 static void server_submit(struct server *srv, struct server_request *req)
 {
-    assert(srv->group != NULL && !srv->stopping);
+    assert(!srv->stopping);
+    struct group *target = srv->groups[req->method->group];
+    if (target == NULL) {
+        /* A group this node does not host. */
+        request_reply(req, GS_EUNAVAILABLE, 0, NULL, 0);
+        return;
+    }
     struct group_request *g = &req->group;
     memset(g, 0, sizeof *g);
     g->method = req->header.method;
@@ -380,7 +425,7 @@ static void server_submit(struct server *srv, struct server_request *req)
         request_reply(req, GS_ENOMEM, 0, NULL, 0);
         return;
     }
-    group_submit(srv->group, g);
+    group_submit(target, g);
 }
 
 void server_dispatch(struct server *srv, struct server_request *req)
@@ -390,11 +435,17 @@ void server_dispatch(struct server *srv, struct server_request *req)
         server_cell_status(srv, req);
         return;
     }
+    if (req->header.method == GEOSCALE__METHOD__METHOD_NODE_STATUS) {
+        server_node_status(srv, req);
+        return;
+    }
     if (req->header.method == GEOSCALE__METHOD__METHOD_CHECKPOINT_INFO ||
         req->header.method == GEOSCALE__METHOD__METHOD_CHECKPOINT_CHUNK) {
         server_transfer(srv, req);
         return;
     }
+    /* Every other node-local method is answered above. */
+    assert(req->method->group < METHOD_GROUPS);
     /* WRITE, READ, and the StateDigest (computed on the group thread). */
     server_submit(srv, req);
 }
@@ -473,8 +524,9 @@ static int server_resolve(uv_loop_t *loop, const char *address, struct sockaddr_
     return 0;
 }
 
-int server_start(uv_loop_t *loop, const struct node_config *cfg, struct group *group,
-                 struct server **out, char *errmsg, size_t errmsg_len)
+int server_start(uv_loop_t *loop, const struct node_config *cfg,
+                 struct group *const groups[METHOD_GROUPS], struct server **out, char *errmsg,
+                 size_t errmsg_len)
 {
     *out = NULL;
     struct sockaddr_storage addr;
@@ -489,7 +541,7 @@ int server_start(uv_loop_t *loop, const struct node_config *cfg, struct group *g
     }
     srv->loop = loop;
     srv->cfg = cfg;
-    srv->group = group;
+    memcpy(srv->groups, groups, sizeof srv->groups);
     rv = mailbox_init(loop, &srv->reply_box, server_deliver);
     if (rv != 0) {
         snprintf(errmsg, errmsg_len, "cannot create reply mailbox: %s", uv_strerror(rv));
@@ -541,7 +593,7 @@ void server_stop(struct server *srv)
         }
     }
     uv_close((uv_handle_t *)&srv->timer, server_uv_closed_cb);
-    srv->group = NULL;
+    memset(srv->groups, 0, sizeof srv->groups);
 }
 
 void server_close(struct server *srv, void (*closed_cb)(void *data), void *data)

@@ -15,19 +15,23 @@
 #include <uv.h>
 
 #include "../raft/group.h"
+#include "../engine/methods.h"
 #include "config.h"
 
 struct server;
 
 /*
  * Create the server on loop and start listening on cfg->client_address.
- * cfg and group must outlive the server (group until server_stop()).
+ * groups[METHOD_GROUP_*] are the Raft groups this node hosts (NULL for one
+ * it does not host). cfg and the groups must outlive the server (the groups
+ * until server_stop()).
  * Returns 0, or a GS_E* code with one line in errmsg; on failure the server
  * closes what it opened by itself (the caller keeps running the loop until
  * it is idle) and *out is NULL.
  */
-int server_start(uv_loop_t *loop, const struct node_config *cfg, struct group *group,
-                 struct server **out, char *errmsg, size_t errmsg_len);
+int server_start(uv_loop_t *loop, const struct node_config *cfg,
+                 struct group *const groups[METHOD_GROUPS], struct server **out, char *errmsg,
+                 size_t errmsg_len);
 
 /* Stop accepting, close every connection and every forwarding client.
  * Requests the group or a forward still holds become orphans, freed when

@@ -111,7 +111,7 @@ struct forwarder {
 struct server {
     uv_loop_t *loop;
     const struct node_config *cfg;
-    struct group *group; /* NULL after server_stop */
+    struct group *groups[METHOD_GROUPS]; /* hosted groups; all NULL after server_stop */
     uv_tcp_t listener;
     uv_timer_t timer;         /* the one repeating timer: deadlines, idle */
     struct mailbox reply_box; /* answers of the group */

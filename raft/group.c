@@ -90,6 +90,7 @@ struct group {
     char *incoming_dir;   /* NULL: none */
     char *region;
     char raft_address[GROUP_ADDRESS_MAX];
+    int self_role; /* GROUP_ROLE_* of this node in the initial configuration */
 
     pthread_t thread;
     uv_loop_t loop;
@@ -180,6 +181,9 @@ static void group_refresh_status(struct group *g)
     struct group_status s;
     memset(&s, 0, sizeof s);
     s.node_id = g->cfg.node_id;
+    s.kind = g->cfg.ops->kind;
+    s.group_id = g->cfg.group_id;
+    s.role = g->self_role == GROUP_ROLE_STANDBY ? "standby" : "voter";
     if (g->raft_initialized) {
         switch (raft_state(&g->raft)) {
         case RAFT_LEADER:
@@ -945,6 +949,7 @@ int group_start(const struct group_config *cfg, struct group **out, char *errmsg
     for (size_t i = 0; i < cfg->n_peers; i++) {
         if (cfg->peers[i].id == cfg->node_id) {
             snprintf(g->raft_address, sizeof g->raft_address, "%s", cfg->peers[i].raft_address);
+            g->self_role = cfg->peers[i].role;
             found = true;
         }
     }
@@ -969,6 +974,9 @@ int group_start(const struct group_config *cfg, struct group **out, char *errmsg
     randombytes_buf(&g->nonce, sizeof g->nonce);
     g->status.node_id = cfg->node_id;
     g->status.state = "unavailable";
+    g->status.kind = cfg->ops->kind;
+    g->status.group_id = cfg->group_id;
+    g->status.role = g->self_role == GROUP_ROLE_STANDBY ? "standby" : "voter";
 
     int rv = pthread_create(&g->thread, NULL, group_thread_main, g);
     if (rv != 0) {

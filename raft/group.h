@@ -111,6 +111,9 @@ void group_submit(struct group *g, struct group_request *req);
 /* A snapshot of the group's state, safe to call from any thread. */
 struct group_status {
     uint64_t node_id;
+    const char *kind;         /* "cell", "directory", "metadata" */
+    uint32_t group_id;
+    const char *role;         /* this node's: "voter", "standby" */
     const char *state;        /* "leader", "follower", "candidate", "unavailable" */
     uint64_t leader_id;
     uint64_t term;

@@ -344,6 +344,37 @@ static void test_e2e_cell(void **state)
                 e2e_now_ms() - t0);
     }
 
+    /* ---- NodeStatus: each node reports its one group, a cell, agreeing on
+     * the leader that CellStatus names. */
+    {
+        Geoscale__CellStatusResponse *cs = NULL;
+        assert_int_equal(cluster_node_status(c, 0, 5000, &cs), 0);
+        uint64_t cell_leader = cs->leader_id;
+        geoscale__cell_status_response__free_unpacked(cs, NULL);
+        for (int i = 0; i < CLUSTER_NODES; i++) {
+            const char *seeds[1] = {c->nodes[i].client_address};
+            struct gs_client_options o = {.timeout_ms = 5000, .pin = 1};
+            gs_sync *s = NULL;
+            assert_int_equal(gs_sync_open(seeds, 1, &o, &s), 0);
+            Geoscale__NodeStatusRequest rq = GEOSCALE__NODE_STATUS_REQUEST__INIT;
+            ProtobufCMessage *resp = NULL;
+            assert_int_equal(
+                gs_sync_call(s, GEOSCALE__METHOD__METHOD_NODE_STATUS, &rq.base, &resp, NULL), 0);
+            Geoscale__NodeStatusResponse *ns = (Geoscale__NodeStatusResponse *)resp;
+            assert_int_equal(ns->node_id, c->nodes[i].node_id);
+            assert_string_equal(ns->region, "us-east");
+            assert_int_equal(ns->n_groups, 1);
+            assert_string_equal(ns->groups[0]->kind, "cell");
+            assert_int_equal(ns->groups[0]->group_id, 1);
+            assert_string_equal(ns->groups[0]->role, "voter");
+            assert_int_equal(ns->groups[0]->leader_id, cell_leader);
+            protobuf_c_message_free_unpacked(resp, NULL);
+            gs_sync_close(s);
+        }
+        e2e_log("NodeStatus: 3 nodes report one cell group led by node %llu",
+                (unsigned long long)cell_leader);
+    }
+
     /* ---- 5. clean stop */
     for (int i = 0; i < CLUSTER_NODES; i++) {
         int ws = 0;

@@ -42,6 +42,11 @@
 #include "geoscale/client.h"
 #include "geoscale/errors.h"
 
+/* `geoscale cluster ...` (cmd/cli_cluster.c): argv[0] is "cluster"; json
+ * and timeout are the global --json and --timeout (NULL if not given).
+ * Returns the exit status. */
+int cli_cluster_main(int argc, char **argv, bool json, const char *timeout);
+
 #define EXIT_OK 0
 #define EXIT_FAILED 1
 #define EXIT_USAGE 2
@@ -1456,6 +1461,7 @@ static void print_main_help(FILE *f)
                  c->synopsis);
         fprintf(f, "  %s\n", left);
     }
+    fprintf(f, "  cluster up|status|down|add-cell [OPTIONS]   (see 'geoscale cluster --help')\n");
     fprintf(f, "\nGlobal options (before the command):\n");
     print_flags(f, global_flags);
     fprintf(f, "\nEvery command has --help. Exit status: 0 ok, 1 the operation failed,\n"
@@ -1549,6 +1555,15 @@ int main(int argc, char **argv)
     }
     if (argv[i][0] == '-') {
         return usage_error(NULL, "unknown option '%s'", argv[i]);
+    }
+    /* `geoscale cluster ...` runs local clusters: cmd/cli_cluster.c. */
+    if (strcmp(argv[i], "cluster") == 0) {
+        if (g_values[GLOBAL_NODES] != NULL) {
+            return usage_error(NULL, "--nodes does not apply to 'cluster' (it reads "
+                                     "DIR/cluster.json)");
+        }
+        return cli_cluster_main(argc - i, argv + i, g_values[GLOBAL_JSON] != NULL,
+                                g_values[GLOBAL_TIMEOUT]);
     }
 
     /* The command: "GROUP NAME" or "NAME". */

@@ -13,8 +13,12 @@
  * Cross-field rules are checked after the fields themselves: peer ids and
  * addresses unique, this node among the peers with the same addresses,
  * heartbeat shorter than the election timeout.
+ *
+ * The field readers and the sub-objects shared with the cluster file
+ * (net/cluster_config.c) are exported to it through config_common.h.
  */
 #include "config.h"
+#include "config_common.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -31,23 +35,13 @@
 #include "geoscale/errors.h"
 
 #define CONFIG_FILE_MAX (1024 * 1024)
-#define FIELD_MAX 96
 
-/* The error sink of one parse. */
-struct parser {
-    char *errmsg;
-    size_t len;
-};
-
-static int fail(struct parser *p, const char *field, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(struct parser *p, const char *field, const char *fmt, ...)
+int config_fail(struct config_parser *p, const char *field, const char *fmt, ...)
 {
     if (p->len == 0) {
         return GS_EINVAL;
     }
-    int n = snprintf(p->errmsg, p->len, "config: %s: ", field);
+    int n = snprintf(p->errmsg, p->len, "%s: %s: ", p->what, field);
     if (n >= 0 && (size_t)n < p->len) {
         va_list ap;
         va_start(ap, fmt);
@@ -57,7 +51,7 @@ static int fail(struct parser *p, const char *field, const char *fmt, ...)
     return GS_EINVAL;
 }
 
-static const char *type_name(const json_t *v)
+const char *config_type_name(const json_t *v)
 {
     switch (json_typeof(v)) {
     case JSON_OBJECT:
@@ -80,13 +74,13 @@ static const char *type_name(const json_t *v)
 }
 
 /* Full name of key inside the object named prefix ("" = top level). */
-static void field_name(char *out, size_t len, const char *prefix, const char *key)
+void config_field_name(char *out, size_t len, const char *prefix, const char *key)
 {
     snprintf(out, len, "%s%s%s", prefix, prefix[0] != '\0' ? "." : "", key);
 }
 
-/* Every key of obj must be in allowed (NULL-terminated). */
-static int check_keys(struct parser *p, json_t *obj, const char *prefix, const char *const *allowed)
+int config_check_keys(struct config_parser *p, json_t *obj, const char *prefix,
+                      const char *const *allowed)
 {
     const char *key;
     json_t *value;
@@ -101,78 +95,74 @@ static int check_keys(struct parser *p, json_t *obj, const char *prefix, const c
             }
         }
         if (!known) {
-            char name[FIELD_MAX];
-            field_name(name, sizeof name, prefix, key);
-            return fail(p, name, "unknown key");
+            char name[CONFIG_FIELD_MAX];
+            config_field_name(name, sizeof name, prefix, key);
+            return config_fail(p, name, "unknown key");
         }
     }
     return 0;
 }
 
-/* Read an integer field in [min, max]. *present (may be NULL) tells whether
- * the key was there; a missing required key is an error. */
-static int read_uint(struct parser *p, json_t *obj, const char *prefix, const char *key,
+int config_read_uint(struct config_parser *p, json_t *obj, const char *prefix, const char *key,
                      bool required, uint64_t min, uint64_t max, uint64_t *out, bool *present)
 {
-    char name[FIELD_MAX];
-    field_name(name, sizeof name, prefix, key);
+    char name[CONFIG_FIELD_MAX];
+    config_field_name(name, sizeof name, prefix, key);
     json_t *v = json_object_get(obj, key);
     if (present != NULL) {
         *present = v != NULL;
     }
     if (v == NULL) {
-        return required ? fail(p, name, "required") : 0;
+        return required ? config_fail(p, name, "required") : 0;
     }
     if (!json_is_integer(v)) {
-        return fail(p, name, "expected integer, got %s", type_name(v));
+        return config_fail(p, name, "expected integer, got %s", config_type_name(v));
     }
     json_int_t i = json_integer_value(v);
     if (i < 0 || (uint64_t)i < min || (uint64_t)i > max) {
-        return fail(p, name,
-                    "must be between %" PRIu64 " and %" PRIu64 ", got %" JSON_INTEGER_FORMAT, min,
-                    max, i);
+        return config_fail(p, name,
+                           "must be between %" PRIu64 " and %" PRIu64 ", got %" JSON_INTEGER_FORMAT,
+                           min, max, i);
     }
     *out = (uint64_t)i;
     return 0;
 }
 
 /* Same for an unsigned field, keeping *out untouched when absent. */
-static int read_unsigned(struct parser *p, json_t *obj, const char *prefix, const char *key,
+static int read_unsigned(struct config_parser *p, json_t *obj, const char *prefix, const char *key,
                          uint64_t min, uint64_t max, unsigned *out)
 {
     uint64_t v = 0;
     bool present = false;
-    int rv = read_uint(p, obj, prefix, key, false, min, max, &v, &present);
+    int rv = config_read_uint(p, obj, prefix, key, false, min, max, &v, &present);
     if (rv == 0 && present) {
         *out = (unsigned)v;
     }
     return rv;
 }
 
-/* Read a string field into out (size cap, NUL included). A missing optional
- * string leaves out unchanged. */
-static int read_string(struct parser *p, json_t *obj, const char *prefix, const char *key,
+int config_read_string(struct config_parser *p, json_t *obj, const char *prefix, const char *key,
                        bool required, char *out, size_t cap)
 {
-    char name[FIELD_MAX];
-    field_name(name, sizeof name, prefix, key);
+    char name[CONFIG_FIELD_MAX];
+    config_field_name(name, sizeof name, prefix, key);
     json_t *v = json_object_get(obj, key);
     if (v == NULL) {
-        return required ? fail(p, name, "required") : 0;
+        return required ? config_fail(p, name, "required") : 0;
     }
     if (!json_is_string(v)) {
-        return fail(p, name, "expected string, got %s", type_name(v));
+        return config_fail(p, name, "expected string, got %s", config_type_name(v));
     }
     const char *s = json_string_value(v);
     size_t n = json_string_length(v);
     if (strlen(s) != n) {
-        return fail(p, name, "contains a NUL byte");
+        return config_fail(p, name, "contains a NUL byte");
     }
     if (required && n == 0) {
-        return fail(p, name, "must not be empty");
+        return config_fail(p, name, "must not be empty");
     }
     if (n >= cap) {
-        return fail(p, name, "longer than %zu bytes", cap - 1);
+        return config_fail(p, name, "longer than %zu bytes", cap - 1);
     }
     memcpy(out, s, n + 1);
     return 0;
@@ -221,19 +211,19 @@ int config_split_address(const char *address, char *host, size_t host_len, int *
     return 0;
 }
 
-static int read_address(struct parser *p, json_t *obj, const char *prefix, const char *key,
+int config_read_address(struct config_parser *p, json_t *obj, const char *prefix, const char *key,
                         char out[CONFIG_ADDRESS_MAX])
 {
-    int rv = read_string(p, obj, prefix, key, true, out, CONFIG_ADDRESS_MAX);
+    int rv = config_read_string(p, obj, prefix, key, true, out, CONFIG_ADDRESS_MAX);
     if (rv != 0) {
         return rv;
     }
     char host[CONFIG_ADDRESS_MAX];
     int port;
     if (config_split_address(out, host, sizeof host, &port) != 0) {
-        char name[FIELD_MAX];
-        field_name(name, sizeof name, prefix, key);
-        return fail(p, name, "expected \"host:port\", got \"%s\"", out);
+        char name[CONFIG_FIELD_MAX];
+        config_field_name(name, sizeof name, prefix, key);
+        return config_fail(p, name, "expected \"host:port\", got \"%s\"", out);
     }
     /* Addresses are dialled by raft_uv and by the client library without a
      * resolver: an IP literal, or localhost. */
@@ -241,10 +231,10 @@ static int read_address(struct parser *p, json_t *obj, const char *prefix, const
     struct sockaddr_in a4;
     if (strcmp(host, "localhost") != 0 && uv_ip4_addr(host, port, &a4) != 0 &&
         uv_ip6_addr(host, port, &a6) != 0) {
-        char name[FIELD_MAX];
-        field_name(name, sizeof name, prefix, key);
-        return fail(p, name, "expected an IP address (host names are not resolved), got \"%s\"",
-                    out);
+        char name[CONFIG_FIELD_MAX];
+        config_field_name(name, sizeof name, prefix, key);
+        return config_fail(p, name,
+                           "expected an IP address (host names are not resolved), got \"%s\"", out);
     }
     return 0;
 }
@@ -263,88 +253,91 @@ static int hex_value(char c)
     return -1;
 }
 
-static int read_key(struct parser *p, json_t *root, struct node_config *cfg)
+int config_read_hash_key(struct config_parser *p, json_t *root, uint8_t key[CONFIG_KEY_MAX],
+                         size_t *key_len)
 {
     static const char name[] = "username_hash_key";
     char hex[2 * CONFIG_KEY_MAX + 2];
-    int rv = read_string(p, root, "", name, true, hex, sizeof hex);
+    int rv = config_read_string(p, root, "", name, true, hex, sizeof hex);
     if (rv != 0) {
         /* Too long is the only way a valid-typed key fails here besides
          * missing/empty: say it in the key's own terms. */
         json_t *v = json_object_get(root, name);
         if (v != NULL && json_is_string(v) && json_string_length(v) >= sizeof hex) {
-            return fail(p, name, "expected 32 to %d hex digits, got %zu characters",
-                        2 * CONFIG_KEY_MAX, json_string_length(v));
+            return config_fail(p, name, "expected 32 to %d hex digits, got %zu characters",
+                               2 * CONFIG_KEY_MAX, json_string_length(v));
         }
         return rv;
     }
     size_t n = strlen(hex);
     if (n < 32 || n > 2 * CONFIG_KEY_MAX || n % 2 != 0) {
-        return fail(p, name, "expected an even number of 32 to %d hex digits, got %zu characters",
-                    2 * CONFIG_KEY_MAX, n);
+        return config_fail(p, name,
+                           "expected an even number of 32 to %d hex digits, got %zu characters",
+                           2 * CONFIG_KEY_MAX, n);
     }
     for (size_t i = 0; i < n; i += 2) {
         int hi = hex_value(hex[i]);
         int lo = hex_value(hex[i + 1]);
         if (hi < 0 || lo < 0) {
-            return fail(p, name, "not a hex digit at position %zu", hi < 0 ? i : i + 1);
+            return config_fail(p, name, "not a hex digit at position %zu", hi < 0 ? i : i + 1);
         }
-        cfg->username_hash_key[i / 2] = (uint8_t)(hi << 4 | lo);
+        key[i / 2] = (uint8_t)(hi << 4 | lo);
     }
-    cfg->username_hash_key_len = n / 2;
+    *key_len = n / 2;
     return 0;
 }
 
-static int read_peers(struct parser *p, json_t *root, struct node_config *cfg)
+static int read_peers(struct config_parser *p, json_t *root, struct node_config *cfg)
 {
     static const char *const peer_keys[] = {"id", "raft_address", "client_address", NULL};
     json_t *arr = json_object_get(root, "peers");
     if (arr == NULL) {
-        return fail(p, "peers", "required");
+        return config_fail(p, "peers", "required");
     }
     if (!json_is_array(arr)) {
-        return fail(p, "peers", "expected array, got %s", type_name(arr));
+        return config_fail(p, "peers", "expected array, got %s", config_type_name(arr));
     }
     size_t n = json_array_size(arr);
     if (n < 1 || n > CONFIG_MAX_PEERS) {
-        return fail(p, "peers", "expected 1 to %d entries, got %zu", CONFIG_MAX_PEERS, n);
+        return config_fail(p, "peers", "expected 1 to %d entries, got %zu", CONFIG_MAX_PEERS, n);
     }
     for (size_t i = 0; i < n; i++) {
         char prefix[32];
         snprintf(prefix, sizeof prefix, "peers[%zu]", i);
         json_t *e = json_array_get(arr, i);
         if (!json_is_object(e)) {
-            return fail(p, prefix, "expected object, got %s", type_name(e));
+            return config_fail(p, prefix, "expected object, got %s", config_type_name(e));
         }
         struct config_peer *peer = &cfg->peers[i];
-        int rv = check_keys(p, e, prefix, peer_keys);
+        int rv = config_check_keys(p, e, prefix, peer_keys);
         if (rv == 0) {
-            rv = read_uint(p, e, prefix, "id", true, 1, UINT32_MAX, &peer->id, NULL);
+            rv = config_read_uint(p, e, prefix, "id", true, 1, UINT32_MAX, &peer->id, NULL);
         }
         if (rv == 0) {
-            rv = read_address(p, e, prefix, "raft_address", peer->raft_address);
+            rv = config_read_address(p, e, prefix, "raft_address", peer->raft_address);
         }
         if (rv == 0) {
-            rv = read_address(p, e, prefix, "client_address", peer->client_address);
+            rv = config_read_address(p, e, prefix, "client_address", peer->client_address);
         }
         if (rv != 0) {
             return rv;
         }
         for (size_t j = 0; j < i; j++) {
-            char name[FIELD_MAX];
+            char name[CONFIG_FIELD_MAX];
             if (cfg->peers[j].id == peer->id) {
                 snprintf(name, sizeof name, "%s.id", prefix);
-                return fail(p, name, "duplicate id %" PRIu64 " (also peers[%zu])", peer->id, j);
+                return config_fail(p, name, "duplicate id %" PRIu64 " (also peers[%zu])", peer->id,
+                                   j);
             }
             if (strcmp(cfg->peers[j].raft_address, peer->raft_address) == 0) {
                 snprintf(name, sizeof name, "%s.raft_address", prefix);
-                return fail(p, name, "duplicate address \"%s\" (also peers[%zu])",
-                            peer->raft_address, j);
+                return config_fail(p, name, "duplicate address \"%s\" (also peers[%zu])",
+                                   peer->raft_address, j);
             }
             if (strcmp(cfg->peers[j].client_address, peer->client_address) == 0) {
                 snprintf(name, sizeof name, "%s.client_address", prefix);
-                return fail(p, name, "duplicate address \"%s\" (also peers[%zu])",
-                            peer->client_address, j);
+                return config_fail(p, name, "duplicate address \"%s\" (also peers[%zu])",
+                                   peer->client_address, j);
             }
         }
     }
@@ -353,45 +346,45 @@ static int read_peers(struct parser *p, json_t *root, struct node_config *cfg)
 }
 
 /* This node must be one of the peers, with the same addresses. */
-static int check_self(struct parser *p, struct node_config *cfg)
+static int check_self(struct config_parser *p, struct node_config *cfg)
 {
     for (size_t i = 0; i < cfg->n_peers; i++) {
         const struct config_peer *peer = &cfg->peers[i];
         if (peer->id != cfg->node_id) {
             continue;
         }
-        char name[FIELD_MAX];
+        char name[CONFIG_FIELD_MAX];
         if (strcmp(peer->raft_address, cfg->raft_address) != 0) {
             snprintf(name, sizeof name, "peers[%zu].raft_address", i);
-            return fail(p, name, "\"%s\" differs from this node's raft_address \"%s\"",
-                        peer->raft_address, cfg->raft_address);
+            return config_fail(p, name, "\"%s\" differs from this node's raft_address \"%s\"",
+                               peer->raft_address, cfg->raft_address);
         }
         if (strcmp(peer->client_address, cfg->client_address) != 0) {
             snprintf(name, sizeof name, "peers[%zu].client_address", i);
-            return fail(p, name, "\"%s\" differs from this node's client_address \"%s\"",
-                        peer->client_address, cfg->client_address);
+            return config_fail(p, name, "\"%s\" differs from this node's client_address \"%s\"",
+                               peer->client_address, cfg->client_address);
         }
         return 0;
     }
-    return fail(p, "peers", "this node (node_id %" PRIu64 ") is not listed", cfg->node_id);
+    return config_fail(p, "peers", "this node (node_id %" PRIu64 ") is not listed", cfg->node_id);
 }
 
 /* An optional sub-object: NULL if absent, else checked to be an object with
  * only the allowed keys. */
-static int get_section(struct parser *p, json_t *root, const char *key, const char *const *allowed,
-                       json_t **out)
+static int get_section(struct config_parser *p, json_t *root, const char *key,
+                       const char *const *allowed, json_t **out)
 {
     *out = json_object_get(root, key);
     if (*out == NULL) {
         return 0;
     }
     if (!json_is_object(*out)) {
-        return fail(p, key, "expected object, got %s", type_name(*out));
+        return config_fail(p, key, "expected object, got %s", config_type_name(*out));
     }
-    return check_keys(p, *out, key, allowed);
+    return config_check_keys(p, *out, key, allowed);
 }
 
-static int read_raft(struct parser *p, json_t *root, struct node_config *cfg)
+int config_read_raft(struct config_parser *p, json_t *root, struct config_raft *out)
 {
     static const char *const keys[] = {"election_timeout_ms", "heartbeat_timeout_ms",
                                        "snapshot_threshold", "snapshot_trailing", NULL};
@@ -400,7 +393,7 @@ static int read_raft(struct parser *p, json_t *root, struct node_config *cfg)
     if (rv != 0 || o == NULL) {
         return rv;
     }
-    struct config_raft *r = &cfg->raft;
+    struct config_raft *r = out;
     if ((rv = read_unsigned(p, o, "raft", "election_timeout_ms", 100, 60000,
                             &r->election_timeout_ms)) != 0 ||
         (rv = read_unsigned(p, o, "raft", "heartbeat_timeout_ms", 10, 10000,
@@ -415,13 +408,14 @@ static int read_raft(struct parser *p, json_t *root, struct node_config *cfg)
     unsigned election = r->election_timeout_ms != 0 ? r->election_timeout_ms : 1000;
     unsigned heartbeat = r->heartbeat_timeout_ms != 0 ? r->heartbeat_timeout_ms : 100;
     if (heartbeat >= election) {
-        return fail(p, "raft.heartbeat_timeout_ms",
-                    "must be less than the election timeout (%u ms), got %u", election, heartbeat);
+        return config_fail(p, "raft.heartbeat_timeout_ms",
+                           "must be less than the election timeout (%u ms), got %u", election,
+                           heartbeat);
     }
     return 0;
 }
 
-static int read_limits(struct parser *p, json_t *root, struct node_config *cfg)
+int config_read_limits(struct config_parser *p, json_t *root, struct config_limits *out)
 {
     static const char *const keys[] = {"max_frame_bytes",     "max_inflight_per_connection",
                                        "max_connections",     "idle_timeout_ms",
@@ -431,7 +425,7 @@ static int read_limits(struct parser *p, json_t *root, struct node_config *cfg)
     if (rv != 0 || o == NULL) {
         return rv;
     }
-    struct config_limits *l = &cfg->limits;
+    struct config_limits *l = out;
     unsigned frame = l->max_frame_bytes;
     if ((rv = read_unsigned(p, o, "limits", "max_frame_bytes", 4096, 1u << 30, &frame)) != 0 ||
         (rv = read_unsigned(p, o, "limits", "max_inflight_per_connection", 1, 65536,
@@ -448,7 +442,7 @@ static int read_limits(struct parser *p, json_t *root, struct node_config *cfg)
     return 0;
 }
 
-static int read_rocksdb(struct parser *p, json_t *root, struct node_config *cfg)
+int config_read_rocksdb(struct config_parser *p, json_t *root, bool *compression)
 {
     static const char *const keys[] = {"compression", NULL};
     json_t *o;
@@ -459,14 +453,15 @@ static int read_rocksdb(struct parser *p, json_t *root, struct node_config *cfg)
     json_t *v = json_object_get(o, "compression");
     if (v != NULL) {
         if (!json_is_boolean(v)) {
-            return fail(p, "rocksdb.compression", "expected boolean, got %s", type_name(v));
+            return config_fail(p, "rocksdb.compression", "expected boolean, got %s",
+                               config_type_name(v));
         }
-        cfg->compression = json_is_true(v);
+        *compression = json_is_true(v);
     }
     return 0;
 }
 
-static int read_log_level(struct parser *p, json_t *root, struct node_config *cfg)
+int config_read_log_level(struct config_parser *p, json_t *root, int *log_level)
 {
     char level[16] = "";
     json_t *v = json_object_get(root, "log_level");
@@ -474,7 +469,7 @@ static int read_log_level(struct parser *p, json_t *root, struct node_config *cf
         return 0;
     }
     if (!json_is_string(v)) {
-        return fail(p, "log_level", "expected string, got %s", type_name(v));
+        return config_fail(p, "log_level", "expected string, got %s", config_type_name(v));
     }
     int parsed = -1;
     if (json_string_length(v) < sizeof level) {
@@ -482,26 +477,35 @@ static int read_log_level(struct parser *p, json_t *root, struct node_config *cf
         parsed = log_parse_level(level);
     }
     if (parsed < 0) {
-        return fail(p, "log_level", "expected one of debug, info, warn, error, got \"%.32s\"",
-                    json_string_value(v));
+        return config_fail(p, "log_level",
+                           "expected one of debug, info, warn, error, got \"%.32s\"",
+                           json_string_value(v));
     }
-    cfg->log_level = parsed;
+    *log_level = parsed;
     return 0;
+}
+
+void config_shared_defaults(struct config_raft *raft, struct config_limits *limits,
+                            bool *compression, int *log_level)
+{
+    memset(raft, 0, sizeof *raft);
+    memset(limits, 0, sizeof *limits);
+    limits->max_frame_bytes = 4u * 1024 * 1024;
+    limits->max_inflight_per_connection = 1024;
+    limits->max_connections = 1024;
+    limits->idle_timeout_ms = 60000;
+    limits->default_deadline_ms = 5000;
+    *compression = true;
+    *log_level = -1;
 }
 
 void config_defaults(struct node_config *out)
 {
     memset(out, 0, sizeof *out);
-    out->limits.max_frame_bytes = 4u * 1024 * 1024;
-    out->limits.max_inflight_per_connection = 1024;
-    out->limits.max_connections = 1024;
-    out->limits.idle_timeout_ms = 60000;
-    out->limits.default_deadline_ms = 5000;
-    out->compression = true;
-    out->log_level = -1;
+    config_shared_defaults(&out->raft, &out->limits, &out->compression, &out->log_level);
 }
 
-static int config_from_json(struct parser *p, json_t *root, struct node_config *cfg)
+static int config_from_json(struct config_parser *p, json_t *root, struct node_config *cfg)
 {
     static const char *const keys[] = {"node_id",
                                        "region",
@@ -518,23 +522,29 @@ static int config_from_json(struct parser *p, json_t *root, struct node_config *
                                        "log_level",
                                        NULL};
     if (!json_is_object(root)) {
-        return fail(p, "(top level)", "expected object, got %s", type_name(root));
+        return config_fail(p, "(top level)", "expected object, got %s", config_type_name(root));
     }
     uint64_t cell_id = 0;
     int rv;
-    if ((rv = check_keys(p, root, "", keys)) != 0 ||
-        (rv = read_uint(p, root, "", "node_id", true, 1, UINT32_MAX, &cfg->node_id, NULL)) != 0 ||
-        (rv = read_string(p, root, "", "region", true, cfg->region, sizeof cfg->region)) != 0 ||
-        (rv = read_string(p, root, "", "zone", false, cfg->zone, sizeof cfg->zone)) != 0 ||
-        (rv = read_uint(p, root, "", "cell_id", true, 1, UINT32_MAX, &cell_id, NULL)) != 0 ||
-        (rv = read_address(p, root, "", "raft_address", cfg->raft_address)) != 0 ||
-        (rv = read_address(p, root, "", "client_address", cfg->client_address)) != 0 ||
+    if ((rv = config_check_keys(p, root, "", keys)) != 0 ||
+        (rv = config_read_uint(p, root, "", "node_id", true, 1, UINT32_MAX, &cfg->node_id, NULL)) !=
+            0 ||
+        (rv = config_read_string(p, root, "", "region", true, cfg->region, sizeof cfg->region)) !=
+            0 ||
+        (rv = config_read_string(p, root, "", "zone", false, cfg->zone, sizeof cfg->zone)) != 0 ||
+        (rv = config_read_uint(p, root, "", "cell_id", true, 1, UINT32_MAX, &cell_id, NULL)) != 0 ||
+        (rv = config_read_address(p, root, "", "raft_address", cfg->raft_address)) != 0 ||
+        (rv = config_read_address(p, root, "", "client_address", cfg->client_address)) != 0 ||
         /* Leave room for "/raft" and "/db" below it. */
-        (rv = read_string(p, root, "", "data_dir", true, cfg->data_dir,
-                          sizeof cfg->data_dir - 16)) != 0 ||
-        (rv = read_peers(p, root, cfg)) != 0 || (rv = read_key(p, root, cfg)) != 0 ||
-        (rv = read_raft(p, root, cfg)) != 0 || (rv = read_limits(p, root, cfg)) != 0 ||
-        (rv = read_rocksdb(p, root, cfg)) != 0 || (rv = read_log_level(p, root, cfg)) != 0 ||
+        (rv = config_read_string(p, root, "", "data_dir", true, cfg->data_dir,
+                                 sizeof cfg->data_dir - 16)) != 0 ||
+        (rv = read_peers(p, root, cfg)) != 0 ||
+        (rv = config_read_hash_key(p, root, cfg->username_hash_key, &cfg->username_hash_key_len)) !=
+            0 ||
+        (rv = config_read_raft(p, root, &cfg->raft)) != 0 ||
+        (rv = config_read_limits(p, root, &cfg->limits)) != 0 ||
+        (rv = config_read_rocksdb(p, root, &cfg->compression)) != 0 ||
+        (rv = config_read_log_level(p, root, &cfg->log_level)) != 0 ||
         (rv = check_self(p, cfg)) != 0) {
         return rv;
     }
@@ -545,7 +555,7 @@ static int config_from_json(struct parser *p, json_t *root, struct node_config *
 int config_parse(const char *text, const char *name, struct node_config *out, char *errmsg,
                  size_t len)
 {
-    struct parser p = {errmsg, len};
+    struct config_parser p = {"config", errmsg, len};
     if (len > 0) {
         errmsg[0] = '\0';
     }
@@ -562,40 +572,54 @@ int config_parse(const char *text, const char *name, struct node_config *out, ch
     return rv;
 }
 
-int config_load(const char *path, struct node_config *out, char *errmsg, size_t len)
+int config_read_file(const char *what, const char *path, char **text, char *errmsg, size_t len)
 {
-    char *text = NULL;
+    char *buf = NULL;
     int rv = GS_EINVAL;
     FILE *f = fopen(path, "rb");
+    *text = NULL;
     if (f == NULL) {
-        snprintf(errmsg, len, "config: %s: cannot open: %s", path, strerror(errno));
+        snprintf(errmsg, len, "%s: %s: cannot open: %s", what, path, strerror(errno));
         goto out;
     }
-    text = malloc(CONFIG_FILE_MAX + 1);
-    if (text == NULL) {
-        snprintf(errmsg, len, "config: %s: out of memory", path);
+    buf = malloc(CONFIG_FILE_MAX + 1);
+    if (buf == NULL) {
+        snprintf(errmsg, len, "%s: %s: out of memory", what, path);
         rv = GS_ENOMEM;
         goto out;
     }
-    size_t n = fread(text, 1, CONFIG_FILE_MAX + 1, f);
+    size_t n = fread(buf, 1, CONFIG_FILE_MAX + 1, f);
     if (ferror(f)) {
-        snprintf(errmsg, len, "config: %s: cannot read: %s", path, strerror(errno));
+        snprintf(errmsg, len, "%s: %s: cannot read: %s", what, path, strerror(errno));
         goto out;
     }
     if (n > CONFIG_FILE_MAX) {
-        snprintf(errmsg, len, "config: %s: larger than %d bytes", path, CONFIG_FILE_MAX);
+        snprintf(errmsg, len, "%s: %s: larger than %d bytes", what, path, CONFIG_FILE_MAX);
         goto out;
     }
-    if (memchr(text, '\0', n) != NULL) {
-        snprintf(errmsg, len, "config: %s: contains a NUL byte", path);
+    if (memchr(buf, '\0', n) != NULL) {
+        snprintf(errmsg, len, "%s: %s: contains a NUL byte", what, path);
         goto out;
     }
-    text[n] = '\0';
-    rv = config_parse(text, path, out, errmsg, len);
+    buf[n] = '\0';
+    *text = buf;
+    buf = NULL;
+    rv = 0;
 out:
-    free(text);
+    free(buf);
     if (f != NULL) {
         fclose(f);
     }
+    return rv;
+}
+
+int config_load(const char *path, struct node_config *out, char *errmsg, size_t len)
+{
+    char *text = NULL;
+    int rv = config_read_file("config", path, &text, errmsg, len);
+    if (rv == 0) {
+        rv = config_parse(text, path, out, errmsg, len);
+    }
+    free(text);
     return rv;
 }

@@ -1,19 +1,20 @@
 /*
  * Internals of the cell state machine, shared by its files:
  *
- *   cell_fsm.c   open/close, apply (entries, idempotency, expiry), read,
- *                digest, sync
- *   cell_kv.c    reads and writes through the entry's WriteBatchWithIndex
+ *   rsm.c        (the base of every group's state machine) the DB, entries
+ *                and applied_index, idempotency rows, digest, sync
+ *   cell_fsm.c   open/close, apply (commands, idempotency, expiry), read
+ *   cell_kv.c    the handlers' reads and writes, over the rsm
  *   profile.c    CreateUser, GetUser, UpdateUser
  *   graph.c      Follow, Unfollow, Block, Unblock, ListFollowers/Following
  *   settings.c   GetSettings, SetSettings, defaults
  *   privacy.c    what a viewer may see of a profile
  *   validate.c   stateless request checks (also run again on apply)
  *
- * A handler runs against a struct cell_ctx. While an entry is applied, ctx->wb
- * is the entry's WriteBatchWithIndex: reads see the DB plus the writes of the
- * earlier commands of the entry, writes go into the batch. For a read-only
- * request ctx->wb is NULL and writes are forbidden (asserted).
+ * A handler runs against a struct cell_ctx. While an entry is applied the
+ * rsm is inside the entry: reads see the DB plus the writes of the earlier
+ * commands of the entry, writes go into the entry's batch. For a read-only
+ * request the rsm is outside any entry and writes are forbidden (asserted).
  *
  * Handler rule: check everything first, write after. A handler that returns
  * an error has written nothing. GS_EIO and GS_ENOMEM from a handler are fatal
@@ -31,6 +32,7 @@
 
 #include "geoscale.pb-c.h"
 #include "keys.h"
+#include "rsm.h"
 
 #define CELL_SCHEMA_VERSION 1
 #define CELL_ID_BITS 24 /* user_id = cell_id << 40 | seq */
@@ -49,22 +51,29 @@
 #define CELL_LIST_MAX 1000
 
 struct cell_fsm {
-    rocksdb_t *db;
-    rocksdb_options_t *options;
-    rocksdb_readoptions_t *readopts;
-    rocksdb_writeoptions_t *writeopts; /* sync = 0 */
-    rocksdb_writebatch_wi_t *wb;       /* reused by every apply */
-    char *db_path; /* owned; cell_fsm_install() swaps the directory */
+    /*
+     * The base (rsm.h). engine/checkpoint.c, written before the base, reads
+     * and sets its fields under their own names (fsm->db, fsm->options,
+     * fsm->readopts, fsm->db_path, fsm->applied_index), so they are also
+     * visible here through an anonymous struct of the same members: the
+     * two members of the union have the same layout (a common initial
+     * sequence of everything). Once checkpoint.c uses rsm_detach() and
+     * rsm_attach(), the union goes and only `rsm` stays.
+     */
+    union {
+        struct rsm rsm;
+        struct {
+            RSM_FIELDS
+        };
+    };
     uint32_t cell_id;
-    uint64_t applied_index; /* cache of 'S' applied_index */
     uint8_t username_key[64];
     size_t username_key_len;
 };
 
 struct cell_ctx {
     struct cell_fsm *fsm;
-    rocksdb_writebatch_wi_t *wb; /* NULL: read-only */
-    int64_t now_ms;              /* the batch's timestamp (0 for reads) */
+    int64_t now_ms; /* the batch's timestamp (0 for reads) */
 };
 
 /* ---------------------------------------------------------------- cell_kv.c */
@@ -82,7 +91,7 @@ int cell_kv_get_msg(struct cell_ctx *ctx, const struct key *k,
 /* Read a u64 BE value. Returns 0, GS_ENOTFOUND or GS_EIO. */
 int cell_kv_get_u64(struct cell_ctx *ctx, const struct key *k, uint64_t *v);
 
-/* Writes into ctx->wb (which must not be NULL). */
+/* Writes into the entry's batch (only while an entry is applied). */
 void cell_kv_put(struct cell_ctx *ctx, const struct key *k, const void *val, size_t len);
 void cell_kv_put_u64(struct cell_ctx *ctx, const struct key *k, uint64_t v);
 /* Returns 0 or GS_ENOMEM. */

@@ -1,0 +1,630 @@
+/*
+ * The replicated state machine base (contract in rsm.h).
+ *
+ * One WriteBatchWithIndex is created at open and reused by every entry. It
+ * is created with overwrite_key = 1, which the merged iterator ("with base":
+ * the batch over a DB iterator) requires. Inside an entry every read goes
+ * through it (rocksdb_writebatch_wi_get_from_batch_and_db), so a command
+ * sees the writes of the commands before it; outside, reads go to the DB.
+ *
+ * The commit is one rocksdb_write_writebatch_wi with sync = 0 and the WAL on:
+ * the WAL makes a process crash lose nothing RocksDB acknowledged, and
+ * rsm_sync() (rocksdb_flush_wal(db, 1)) makes a machine crash lose nothing
+ * before libraft truncates its log.
+ *
+ * Idempotency rows are StoredResult messages (geoscale.proto): the status as
+ * a positive code and, for a success, the packed response. Expiry walks the
+ * 'r' time index from its start, so the rows deleted per entry are the
+ * oldest, bounded in number, and the same on every replica (batch time, not
+ * the local clock).
+ */
+#include "rsm.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "checkpoint.h"
+#include "geoscale.pb-c.h"
+#include "geoscale/errors.h"
+#include "log.h"
+
+static int rocks_error(const struct rsm *r, char *err)
+{
+    /* RocksDB messages name files and keys; keys hold no PII. */
+    log_error(r->kind, "event=rocksdb_error err=\"%s\"", err);
+    rocksdb_free(err);
+    return GS_EIO;
+}
+
+/* ---------------------------------------------------------------- lifecycle */
+
+static void rsm_free(struct rsm *r)
+{
+    if (r->db != NULL) {
+        rocksdb_close(r->db);
+        r->db = NULL;
+    }
+    if (r->wb != NULL) {
+        rocksdb_writebatch_wi_destroy(r->wb);
+        r->wb = NULL;
+    }
+    if (r->writeopts != NULL) {
+        rocksdb_writeoptions_destroy(r->writeopts);
+        r->writeopts = NULL;
+    }
+    if (r->readopts != NULL) {
+        rocksdb_readoptions_destroy(r->readopts);
+        r->readopts = NULL;
+    }
+    if (r->options != NULL) {
+        rocksdb_options_destroy(r->options);
+        r->options = NULL;
+    }
+    free(r->db_path);
+    r->db_path = NULL;
+    r->applied_index = 0;
+    r->in_entry = false;
+}
+
+/* Write the schema and identity of a new, empty DB (synced). */
+static int rsm_init_db(struct rsm *r, char *errmsg, size_t errmsg_len)
+{
+    struct key k;
+    uint8_t v[8];
+    char *err = NULL;
+    rocksdb_writebatch_wi_clear(r->wb);
+    key_system(&k, KEY_SYS_SCHEMA);
+    key_put_u64(v, r->schema_version);
+    rocksdb_writebatch_wi_put(r->wb, (const char *)k.b, k.len, (const char *)v, sizeof v);
+    key_system(&k, r->identity_key);
+    key_put_u64(v, r->identity);
+    rocksdb_writebatch_wi_put(r->wb, (const char *)k.b, k.len, (const char *)v, sizeof v);
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(wo, 1);
+    rocksdb_write_writebatch_wi(r->db, wo, r->wb, &err);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_writebatch_wi_clear(r->wb);
+    if (err != NULL) {
+        snprintf(errmsg, errmsg_len, "cannot initialise database: %s", err);
+        rocksdb_free(err);
+        return GS_EIO;
+    }
+    r->applied_index = 0;
+    log_info(r->kind, "event=db_created %s=%" PRIu64, r->kind, r->identity);
+    return 0;
+}
+
+/* Initialise a new DB (if create) or check an existing one; loads
+ * applied_index. */
+static int rsm_check_db(struct rsm *r, bool create, char *errmsg, size_t errmsg_len)
+{
+    struct key k;
+    uint64_t schema = 0, identity = 0;
+    int rv;
+
+    key_system(&k, KEY_SYS_SCHEMA);
+    rv = rsm_get_u64(r, &k, &schema);
+    if (rv == GS_ENOTFOUND && create) {
+        /* New DB, or one that is not ours. */
+        rocksdb_iterator_t *it = rocksdb_create_iterator(r->db, r->readopts);
+        rocksdb_iter_seek_to_first(it);
+        bool empty = !rocksdb_iter_valid(it);
+        rocksdb_iter_destroy(it);
+        if (!empty) {
+            snprintf(errmsg, errmsg_len, "database has data but no schema version");
+            return GS_EIO;
+        }
+        return rsm_init_db(r, errmsg, errmsg_len);
+    }
+    if (rv != 0) {
+        snprintf(errmsg, errmsg_len, "cannot read schema version");
+        return rv == GS_ENOTFOUND ? GS_EIO : rv;
+    }
+    if (schema > r->schema_version || schema == 0) {
+        snprintf(errmsg, errmsg_len,
+                 "database schema %" PRIu64 " is not supported (this build: %" PRIu64 ")", schema,
+                 r->schema_version);
+        return GS_EIO;
+    }
+    key_system(&k, r->identity_key);
+    rv = rsm_get_u64(r, &k, &identity);
+    if (rv != 0) {
+        snprintf(errmsg, errmsg_len, "cannot read %s of database (not a %s database?)",
+                 r->identity_key, r->kind);
+        return GS_EIO;
+    }
+    if (identity != r->identity) {
+        snprintf(errmsg, errmsg_len, "database belongs to %s %" PRIu64 ", not %s %" PRIu64, r->kind,
+                 identity, r->kind, r->identity);
+        return GS_EINVAL;
+    }
+    key_system(&k, KEY_SYS_APPLIED_INDEX);
+    rv = rsm_get_u64(r, &k, &r->applied_index);
+    if (rv == GS_ENOTFOUND) {
+        r->applied_index = 0;
+    } else if (rv != 0) {
+        snprintf(errmsg, errmsg_len, "cannot read applied index");
+        return GS_EIO;
+    }
+    return 0;
+}
+
+int rsm_open(struct rsm *r, const struct rsm_options *opts, char *errmsg, size_t errmsg_len)
+{
+    char *err = NULL;
+    char scratch[1];
+    int rv;
+
+    if (errmsg == NULL || errmsg_len == 0) {
+        errmsg = scratch;
+        errmsg_len = sizeof scratch;
+    }
+    errmsg[0] = '\0';
+    memset(r, 0, sizeof *r);
+    if (opts == NULL || opts->db_path == NULL || opts->db_path[0] == '\0') {
+        snprintf(errmsg, errmsg_len, "db_path: required");
+        return GS_EINVAL;
+    }
+    if (opts->kind == NULL || opts->identity_key == NULL || opts->schema_version == 0 ||
+        strlen(opts->identity_key) + 1 > KEY_MAX) {
+        snprintf(errmsg, errmsg_len, "rsm options: kind, identity_key and schema required");
+        return GS_EINVAL;
+    }
+    if (sodium_init() < 0) {
+        snprintf(errmsg, errmsg_len, "libsodium initialisation failed");
+        return GS_EINTERNAL;
+    }
+    r->kind = opts->kind;
+    r->identity_key = opts->identity_key;
+    r->identity = opts->identity;
+    r->schema_version = opts->schema_version;
+    r->db_path = strdup(opts->db_path);
+    if (r->db_path == NULL) {
+        snprintf(errmsg, errmsg_len, "out of memory");
+        return GS_ENOMEM;
+    }
+    r->options = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(r->options, 1);
+    if (!opts->compression) {
+        rocksdb_options_set_compression(r->options, rocksdb_no_compression);
+        rocksdb_options_set_bottommost_compression(r->options, rocksdb_no_compression);
+    }
+    r->readopts = rocksdb_readoptions_create();
+    r->writeopts = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(r->writeopts, 0);
+    rocksdb_writeoptions_disable_WAL(r->writeopts, 0);
+    /* overwrite_key = 1: required by the merged iterator. */
+    r->wb = rocksdb_writebatch_wi_create(0, 1);
+
+    /* A crash inside an install may have left the old DB aside. */
+    rv = checkpoint_recover_swap(opts->db_path, errmsg, errmsg_len);
+    if (rv != 0) {
+        goto err;
+    }
+    r->db = rocksdb_open(r->options, opts->db_path, &err);
+    if (err != NULL) {
+        snprintf(errmsg, errmsg_len, "cannot open database: %s", err);
+        rocksdb_free(err);
+        r->db = NULL;
+        rv = GS_EIO;
+        goto err;
+    }
+    rv = rsm_check_db(r, true, errmsg, errmsg_len);
+    if (rv != 0) {
+        goto err;
+    }
+    return 0;
+err:
+    rsm_free(r);
+    return rv;
+}
+
+void rsm_close(struct rsm *r)
+{
+    if (r->db != NULL && rsm_sync(r) != 0) {
+        log_error(r->kind, "event=close_sync_failed %s=%" PRIu64, r->kind, r->identity);
+    }
+    rsm_free(r);
+}
+
+uint64_t rsm_applied_index(const struct rsm *r)
+{
+    return r->applied_index;
+}
+
+int rsm_sync(struct rsm *r)
+{
+    char *err = NULL;
+    rocksdb_flush_wal(r->db, 1, &err);
+    if (err != NULL) {
+        log_error(r->kind, "event=sync_failed %s=%" PRIu64 " err=\"%s\"", r->kind, r->identity,
+                  err);
+        rocksdb_free(err);
+        return GS_EIO;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- entries */
+
+bool rsm_begin_entry(struct rsm *r, uint64_t index)
+{
+    assert(!r->in_entry);
+    if (index <= r->applied_index) {
+        return false;
+    }
+    rocksdb_writebatch_wi_clear(r->wb);
+    r->in_entry = true;
+    return true;
+}
+
+int rsm_commit_entry(struct rsm *r, uint64_t index)
+{
+    struct key k;
+    char *err = NULL;
+    assert(r->in_entry && index > r->applied_index);
+    key_system(&k, KEY_SYS_APPLIED_INDEX);
+    rsm_put_u64(r, &k, index);
+    rocksdb_write_writebatch_wi(r->db, r->writeopts, r->wb, &err);
+    rocksdb_writebatch_wi_clear(r->wb);
+    r->in_entry = false;
+    if (err != NULL) {
+        log_error(r->kind, "event=commit_failed %s=%" PRIu64 " index=%" PRIu64 " err=\"%s\"",
+                  r->kind, r->identity, index, err);
+        rocksdb_free(err);
+        return GS_EIO;
+    }
+    r->applied_index = index;
+    return 0;
+}
+
+void rsm_abort_entry(struct rsm *r)
+{
+    rocksdb_writebatch_wi_clear(r->wb);
+    r->in_entry = false;
+}
+
+/* ---------------------------------------------------------------- key-value */
+
+int rsm_get(struct rsm *r, const struct key *k, char **val, size_t *len)
+{
+    char *err = NULL;
+    char *v;
+    if (r->in_entry) {
+        v = rocksdb_writebatch_wi_get_from_batch_and_db(r->wb, r->db, r->readopts,
+                                                        (const char *)k->b, k->len, len, &err);
+    } else {
+        v = rocksdb_get(r->db, r->readopts, (const char *)k->b, k->len, len, &err);
+    }
+    if (err != NULL) {
+        return rocks_error(r, err);
+    }
+    if (v == NULL) {
+        return GS_ENOTFOUND;
+    }
+    *val = v;
+    return 0;
+}
+
+int rsm_exists(struct rsm *r, const struct key *k, bool *exists)
+{
+    char *v = NULL;
+    size_t len = 0;
+    int rv = rsm_get(r, k, &v, &len);
+    if (rv == GS_ENOTFOUND) {
+        *exists = false;
+        return 0;
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    rocksdb_free(v);
+    *exists = true;
+    return 0;
+}
+
+int rsm_get_u64(struct rsm *r, const struct key *k, uint64_t *out)
+{
+    char *v = NULL;
+    size_t len = 0;
+    int rv = rsm_get(r, k, &v, &len);
+    if (rv != 0) {
+        return rv;
+    }
+    if (len != 8) {
+        rocksdb_free(v);
+        log_error(r->kind, "event=corrupt_record prefix=%c", (char)k->b[0]);
+        return GS_EIO;
+    }
+    *out = key_get_u64((const uint8_t *)v);
+    rocksdb_free(v);
+    return 0;
+}
+
+int rsm_get_msg(struct rsm *r, const struct key *k, const ProtobufCMessageDescriptor *desc,
+                ProtobufCMessage **out)
+{
+    static const uint8_t empty[1];
+    char *v = NULL;
+    size_t len = 0;
+    int rv = rsm_get(r, k, &v, &len);
+    if (rv != 0) {
+        return rv;
+    }
+    ProtobufCMessage *m =
+        protobuf_c_message_unpack(desc, NULL, len, len > 0 ? (const uint8_t *)v : empty);
+    rocksdb_free(v);
+    if (m == NULL) {
+        log_error(r->kind, "event=corrupt_record prefix=%c", (char)k->b[0]);
+        return GS_EIO;
+    }
+    *out = m;
+    return 0;
+}
+
+void rsm_put(struct rsm *r, const struct key *k, const void *val, size_t len)
+{
+    assert(r->in_entry);
+    rocksdb_writebatch_wi_put(r->wb, (const char *)k->b, k->len, val, len);
+}
+
+void rsm_put_u64(struct rsm *r, const struct key *k, uint64_t v)
+{
+    uint8_t buf[8];
+    key_put_u64(buf, v);
+    rsm_put(r, k, buf, sizeof buf);
+}
+
+int rsm_put_msg(struct rsm *r, const struct key *k, const ProtobufCMessage *msg)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rv = rsm_pack(msg, &buf, &len);
+    if (rv != 0) {
+        return rv;
+    }
+    rsm_put(r, k, buf, len);
+    free(buf);
+    return 0;
+}
+
+void rsm_delete(struct rsm *r, const struct key *k)
+{
+    assert(r->in_entry);
+    rocksdb_writebatch_wi_delete(r->wb, (const char *)k->b, k->len);
+}
+
+rocksdb_iterator_t *rsm_iter(struct rsm *r)
+{
+    rocksdb_iterator_t *base = rocksdb_create_iterator(r->db, r->readopts);
+    if (!r->in_entry) {
+        return base;
+    }
+    /* The merged iterator takes ownership of `base`. */
+    return rocksdb_writebatch_wi_create_iterator_with_base(r->wb, base);
+}
+
+int rsm_iter_status(rocksdb_iterator_t *it)
+{
+    char *err = NULL;
+    rocksdb_iter_get_error(it, &err);
+    if (err != NULL) {
+        log_error("rsm", "event=rocksdb_error err=\"%s\"", err);
+        rocksdb_free(err);
+        return GS_EIO;
+    }
+    return 0;
+}
+
+int rsm_pack(const ProtobufCMessage *msg, uint8_t **body, size_t *len)
+{
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf = malloc(n > 0 ? n : 1);
+    if (buf == NULL) {
+        return GS_ENOMEM;
+    }
+    size_t packed = protobuf_c_message_pack(msg, buf);
+    assert(packed == n);
+    (void)packed;
+    *body = buf;
+    *len = n;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- idempotency */
+
+int rsm_result_get(struct rsm *r, uint64_t client_id, uint64_t client_seq, bool *found, int *status,
+                   uint8_t **body, size_t *len)
+{
+    ProtobufCMessage *m = NULL;
+    struct key rk;
+    key_pair(&rk, KEY_PREFIX_RESULT, client_id, client_seq);
+    int rv = rsm_get_msg(r, &rk, &geoscale__stored_result__descriptor, &m);
+    if (rv == GS_ENOTFOUND) {
+        *found = false;
+        return 0;
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    const Geoscale__StoredResult *sr = (const Geoscale__StoredResult *)m;
+    *found = true;
+    *status = sr->status <= (uint32_t)-GS_ERROR_MIN ? -(int)sr->status : GS_EINTERNAL;
+    if (*status == 0) {
+        *body = malloc(sr->body.len > 0 ? sr->body.len : 1);
+        if (*body == NULL) {
+            protobuf_c_message_free_unpacked(m, NULL);
+            return GS_ENOMEM;
+        }
+        if (sr->body.len > 0) {
+            memcpy(*body, sr->body.data, sr->body.len);
+        }
+        *len = sr->body.len;
+    }
+    protobuf_c_message_free_unpacked(m, NULL);
+    return 0;
+}
+
+int rsm_result_put(struct rsm *r, int64_t now_ms, uint64_t client_id, uint64_t client_seq,
+                   int status, const uint8_t *body, size_t len)
+{
+    Geoscale__StoredResult sr = GEOSCALE__STORED_RESULT__INIT;
+    struct key rk, tk;
+    sr.status = (uint32_t)(-status);
+    sr.body.data = (uint8_t *)body;
+    sr.body.len = status == 0 ? len : 0;
+    key_pair(&rk, KEY_PREFIX_RESULT, client_id, client_seq);
+    int rv = rsm_put_msg(r, &rk, &sr.base);
+    if (rv != 0) {
+        return rv;
+    }
+    key_result_time(&tk, now_ms, client_id, client_seq);
+    rsm_put(r, &tk, "", 0);
+    return 0;
+}
+
+int rsm_results_expire(struct rsm *r, int64_t now_ms, int64_t ttl_ms, size_t max)
+{
+    struct key start;
+    size_t n = 0;
+    int rv;
+
+    assert(ttl_ms >= 0);
+    if (max == 0 || now_ms < INT64_MIN + ttl_ms) {
+        return 0;
+    }
+    struct key *found = calloc(max, sizeof *found);
+    if (found == NULL) {
+        return GS_ENOMEM;
+    }
+    int64_t cutoff = now_ms - ttl_ms;
+    start.b[0] = KEY_PREFIX_RESULT_TIME;
+    start.len = 1;
+    rocksdb_iterator_t *it = rsm_iter(r);
+    for (rocksdb_iter_seek(it, (const char *)start.b, start.len); rocksdb_iter_valid(it) && n < max;
+         rocksdb_iter_next(it)) {
+        size_t klen = 0;
+        const char *kraw = rocksdb_iter_key(it, &klen);
+        int64_t ts = 0;
+        uint64_t client_id = 0, client_seq = 0;
+        if (klen == 0 || (uint8_t)kraw[0] != KEY_PREFIX_RESULT_TIME) {
+            break;
+        }
+        if (!key_decode_result_time(kraw, klen, &ts, &client_id, &client_seq)) {
+            continue; /* not ours; never written by this engine */
+        }
+        if (ts >= cutoff) {
+            break;
+        }
+        key_result_time(&found[n], ts, client_id, client_seq);
+        n++;
+    }
+    rv = rsm_iter_status(it);
+    rocksdb_iter_destroy(it);
+    if (rv != 0) {
+        free(found);
+        return rv;
+    }
+    /* Writes only after the iterator is gone (it must not see the batch
+     * change under it). */
+    for (size_t i = 0; i < n; i++) {
+        int64_t ts = 0;
+        uint64_t client_id = 0, client_seq = 0;
+        struct key rk;
+        key_decode_result_time(found[i].b, found[i].len, &ts, &client_id, &client_seq);
+        key_pair(&rk, KEY_PREFIX_RESULT, client_id, client_seq);
+        rsm_delete(r, &rk);
+        rsm_delete(r, &found[i]);
+    }
+    free(found);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- digest */
+
+static void digest_put(crypto_generichash_state *st, const char *p, size_t n)
+{
+    uint8_t len[4] = {(uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n};
+    crypto_generichash_update(st, len, sizeof len);
+    crypto_generichash_update(st, (const unsigned char *)p, n);
+}
+
+/* 'S' applied_index is excluded: it is node-local bookkeeping (a replica that
+ * consumed extra non-command entries has the same data). */
+int rsm_digest(struct rsm *r, uint8_t digest[32], uint64_t *n_keys)
+{
+    crypto_generichash_state st;
+    uint64_t n = 0;
+    int rv;
+
+    crypto_generichash_init(&st, NULL, 0, 32);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(r->db, r->readopts);
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t klen = 0, vlen = 0;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (key_is_system(k, klen, KEY_SYS_APPLIED_INDEX)) {
+            continue;
+        }
+        const char *v = rocksdb_iter_value(it, &vlen);
+        digest_put(&st, k, klen);
+        digest_put(&st, v, vlen);
+        n++;
+    }
+    rv = rsm_iter_status(it);
+    rocksdb_iter_destroy(it);
+    if (rv != 0) {
+        return rv;
+    }
+    crypto_generichash_final(&st, digest, 32);
+    *n_keys = n;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- checkpoint hooks */
+
+void rsm_detach(struct rsm *r)
+{
+    assert(!r->in_entry);
+    if (r->db == NULL) {
+        return;
+    }
+    if (rsm_sync(r) != 0) {
+        log_error(r->kind, "event=close_sync_failed %s=%" PRIu64, r->kind, r->identity);
+    }
+    rocksdb_close(r->db);
+    r->db = NULL;
+    r->applied_index = 0;
+}
+
+int rsm_attach(struct rsm *r, char *errmsg, size_t errmsg_len)
+{
+    char *err = NULL;
+    char scratch[1];
+    if (errmsg == NULL || errmsg_len == 0) {
+        errmsg = scratch;
+        errmsg_len = sizeof scratch;
+    }
+    errmsg[0] = '\0';
+    assert(r->db == NULL);
+    rocksdb_options_set_create_if_missing(r->options, 0);
+    r->db = rocksdb_open(r->options, r->db_path, &err);
+    rocksdb_options_set_create_if_missing(r->options, 1);
+    if (err != NULL) {
+        snprintf(errmsg, errmsg_len, "cannot open database: %s", err);
+        rocksdb_free(err);
+        r->db = NULL;
+        return GS_EIO;
+    }
+    int rv = rsm_check_db(r, false, errmsg, errmsg_len);
+    if (rv != 0) {
+        rocksdb_close(r->db);
+        r->db = NULL;
+        r->applied_index = 0;
+    }
+    return rv;
+}

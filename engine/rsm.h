@@ -1,0 +1,189 @@
+/*
+ * The replicated state machine base: what every GeoScale Raft group's state
+ * machine (cell, directory, metadata) does with its RocksDB, whatever its
+ * records are.
+ *
+ *   - open: a schema version key and a group identity key ('S' system keys)
+ *     written at creation and checked at every open, so a node never applies
+ *     one group's log to another group's DB;
+ *   - entries: rsm_begin_entry() says whether an entry is new (index >
+ *     applied_index) and starts a WriteBatchWithIndex; reads during the entry
+ *     see the DB plus the entry's earlier writes; rsm_commit_entry() writes
+ *     the batch with 'S' applied_index = index in one unsynced write (the
+ *     Raft log is the durable record; a crash before it means a replay that
+ *     the index check turns into exactly-once);
+ *   - idempotency rows: the outcome of a client command at 'R'+client_id+
+ *     client_seq, with a time index 'r'+ts+client_id+client_seq expired by
+ *     batch time, a bounded number per entry;
+ *   - digest: BLAKE2b-256 over every replicated key and value (everything but
+ *     'S' applied_index, which is node-local bookkeeping);
+ *   - sync: rocksdb_flush_wal(db, 1), before libraft may truncate its log;
+ *   - checkpoint hooks: rsm_detach()/rsm_attach() close and reopen the DB in
+ *     place (after engine/checkpoint.c swapped its directory), re-checking
+ *     the identity and reloading applied_index.
+ *
+ * Keys 'S', 'R' and 'r' belong to the base (layout in keys.h); a state
+ * machine built on it uses other prefix bytes for its records.
+ *
+ * Threading: an rsm is used by one thread at a time (the group's loop
+ * thread). Reads outside an entry read the DB directly.
+ */
+#ifndef GS_ENGINE_RSM_H
+#define GS_ENGINE_RSM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+#include <rocksdb/c.h>
+
+#include "keys.h"
+
+struct rsm_options {
+    const char *db_path;      /* RocksDB directory; created if missing */
+    bool compression;         /* false for residency scans */
+    const char *kind;         /* "cell", "directory": log component, messages */
+    uint64_t schema_version;  /* written at creation; 1..this opens */
+    const char *identity_key; /* system key name of the group id (KEY_SYS_*) */
+    uint64_t identity;        /* written at creation, checked on open */
+};
+
+/*
+ * The fields of a struct rsm. A macro only because struct cell_fsm also shows
+ * them under their own names (see cell_internal.h) to engine/checkpoint.c,
+ * which predates the base; nothing else should use it.
+ */
+#define RSM_FIELDS                                                                                 \
+    rocksdb_t *db; /* NULL only between detach and attach */                                       \
+    rocksdb_options_t *options;                                                                    \
+    rocksdb_readoptions_t *readopts;                                                               \
+    rocksdb_writeoptions_t *writeopts; /* sync = 0 */                                              \
+    rocksdb_writebatch_wi_t *wb;       /* the current entry's batch, reused */                     \
+    char *db_path;                     /* owned */                                                 \
+    uint64_t applied_index;            /* cache of 'S' applied_index */                            \
+    bool in_entry;                     /* between begin_entry and commit/abort */                  \
+    const char *kind;                  /* static string of the options */                          \
+    const char *identity_key;                                                                      \
+    uint64_t identity;                                                                             \
+    uint64_t schema_version;
+
+/* Embedded by value in the state machine that uses it. */
+struct rsm {
+    RSM_FIELDS
+};
+
+/* ---------------------------------------------------------------- lifecycle */
+
+/*
+ * Open (creating if needed) the DB at opts->db_path into *r (caller memory,
+ * zeroed or not). A crash in the middle of a checkpoint install is first
+ * finished or undone (checkpoint_recover_swap). A new, empty DB gets the
+ * schema and identity keys (written synced); an existing one must have a
+ * schema in 1..opts->schema_version and the same identity. On failure nothing
+ * is held, *r may be passed to rsm_close() (a no-op) and errmsg has one line.
+ * Returns 0, GS_EINVAL (another group's DB, bad options), GS_ENOMEM or GS_EIO
+ * (also: unsupported schema, or data without a schema).
+ */
+int rsm_open(struct rsm *r, const struct rsm_options *opts, char *errmsg, size_t errmsg_len);
+
+/* Sync the WAL, close the DB and free what r holds (not r itself). A closed
+ * or failed-open rsm is ok. */
+void rsm_close(struct rsm *r);
+
+/* Highest Raft index whose effects are in the DB. */
+uint64_t rsm_applied_index(const struct rsm *r);
+
+/* Make everything committed so far durable: rocksdb_flush_wal(db, 1).
+ * Returns 0 or GS_EIO. */
+int rsm_sync(struct rsm *r);
+
+/* ---------------------------------------------------------------- entries */
+
+/*
+ * Start applying the entry at `index`: false if index <= applied_index (a
+ * replay: skip the entry, write nothing), else true with an empty batch and
+ * the rsm in the entry until rsm_commit_entry() or rsm_abort_entry().
+ */
+bool rsm_begin_entry(struct rsm *r, uint64_t index);
+
+/* Write the entry's batch plus applied_index = index as one unsynced
+ * WriteBatch, and leave the entry. Returns 0 or GS_EIO (nothing written;
+ * applied_index unchanged: the replica must stop). */
+int rsm_commit_entry(struct rsm *r, uint64_t index);
+
+/* Drop the entry's batch and leave the entry. */
+void rsm_abort_entry(struct rsm *r);
+
+/* ---------------------------------------------------------------- key-value */
+
+/* Read a value (through the batch in an entry). Returns 0 with *val (free with
+ * rocksdb_free) and *len, GS_ENOTFOUND, or GS_EIO. */
+int rsm_get(struct rsm *r, const struct key *k, char **val, size_t *len);
+/* 0 and *exists, or GS_EIO. */
+int rsm_exists(struct rsm *r, const struct key *k, bool *exists);
+/* Read a u64 BE value: 0, GS_ENOTFOUND or GS_EIO (also a value not 8 bytes). */
+int rsm_get_u64(struct rsm *r, const struct key *k, uint64_t *v);
+/* Read and unpack a stored message: 0 and *out (free with
+ * protobuf_c_message_free_unpacked), GS_ENOTFOUND, or GS_EIO (also a value
+ * that does not unpack). */
+int rsm_get_msg(struct rsm *r, const struct key *k, const ProtobufCMessageDescriptor *desc,
+                ProtobufCMessage **out);
+
+/* Writes into the entry's batch; only inside an entry (asserted). */
+void rsm_put(struct rsm *r, const struct key *k, const void *val, size_t len);
+void rsm_put_u64(struct rsm *r, const struct key *k, uint64_t v);
+/* 0 or GS_ENOMEM. */
+int rsm_put_msg(struct rsm *r, const struct key *k, const ProtobufCMessage *msg);
+void rsm_delete(struct rsm *r, const struct key *k);
+
+/* An iterator over the DB, merged with the batch inside an entry. The caller
+ * destroys it with rocksdb_iter_destroy() before the batch is written again
+ * or the entry ends. Never NULL. */
+rocksdb_iterator_t *rsm_iter(struct rsm *r);
+/* GS_EIO if the iterator reported an error, else 0. */
+int rsm_iter_status(rocksdb_iterator_t *it);
+
+/* Pack msg into a malloc'd buffer (never NULL on success, even for an empty
+ * message). 0 or GS_ENOMEM; the caller frees *body with free(). */
+int rsm_pack(const ProtobufCMessage *msg, uint8_t **body, size_t *len);
+
+/* ---------------------------------------------------------------- idempotency */
+
+/*
+ * The remembered outcome of client command (client_id, client_seq): 0 and
+ * *found; when found, *status (0 or a GS_E* code) and, for status 0, *body
+ * (malloc'd, never NULL; the caller frees it) and *len. Fatal codes:
+ * GS_EIO, GS_ENOMEM.
+ */
+int rsm_result_get(struct rsm *r, uint64_t client_id, uint64_t client_seq, bool *found, int *status,
+                   uint8_t **body, size_t *len);
+
+/* Remember an outcome at batch time now_ms (the body only for status 0).
+ * Inside an entry. 0 or GS_ENOMEM. */
+int rsm_result_put(struct rsm *r, int64_t now_ms, uint64_t client_id, uint64_t client_seq,
+                   int status, const uint8_t *body, size_t len);
+
+/* Delete at most max remembered outcomes stored before now_ms - ttl_ms, the
+ * oldest first. Inside an entry. 0 or GS_EIO. */
+int rsm_results_expire(struct rsm *r, int64_t now_ms, int64_t ttl_ms, size_t max);
+
+/* ---------------------------------------------------------------- digest */
+
+/* BLAKE2b-256 over every key but 'S' applied_index, in key order, of
+ * len32be(key) || key || len32be(value) || value; *n_keys the count. Reads
+ * the DB (not a pending batch). 0 or GS_EIO. */
+int rsm_digest(struct rsm *r, uint8_t digest[32], uint64_t *n_keys);
+
+/* ---------------------------------------------------------------- checkpoint hooks */
+
+/* Sync and close the DB; the rsm then has no DB (applied_index 0) until
+ * rsm_attach(). Not inside an entry. */
+void rsm_detach(struct rsm *r);
+
+/* Reopen the DB at r->db_path, which must exist (not created), check its
+ * schema and identity and load applied_index. On failure the rsm still has
+ * no DB. Returns 0, GS_EINVAL or GS_EIO with one line in errmsg. */
+int rsm_attach(struct rsm *r, char *errmsg, size_t errmsg_len);
+
+#endif /* GS_ENGINE_RSM_H */

@@ -1,0 +1,488 @@
+/*
+ * Unit tests of the replicated-state-machine base (engine/rsm.h) over a real
+ * RocksDB in a mkdtemp directory under /tmp (removed afterwards).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ftw.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <rocksdb/c.h>
+
+#include "engine/keys.h"
+#include "engine/rsm.h"
+#include "geoscale.pb-c.h"
+#include "geoscale/errors.h"
+
+#define GROUP 5
+#define T0 INT64_C(1700000000000)
+
+struct fx {
+    char dir[64];
+    char path[96];
+    struct rsm r;
+};
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+static struct rsm_options opts_for(const char *path, uint64_t identity)
+{
+    struct rsm_options o = {.db_path = path,
+                            .compression = false,
+                            .kind = "cell",
+                            .schema_version = 1,
+                            .identity_key = KEY_SYS_CELL_ID,
+                            .identity = identity};
+    return o;
+}
+
+static void open_at(struct fx *f, uint64_t identity)
+{
+    struct rsm_options o = opts_for(f->path, identity);
+    char err[256];
+    int rv = rsm_open(&f->r, &o, err, sizeof err);
+    if (rv != 0) {
+        fail_msg("open: %s (%s)", gs_error_name(rv), err);
+    }
+}
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof *f);
+    strcpy(f->dir, "/tmp/gs_test_rsm_XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->path, sizeof f->path, "%s/db", f->dir);
+    open_at(f, GROUP);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    rsm_close(&f->r);
+    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+static void key_of(struct key *k, uint64_t id)
+{
+    key_id(k, KEY_PREFIX_USER, id);
+}
+
+/* One entry that writes k(id) = v. */
+static void put_entry(struct fx *f, uint64_t index, uint64_t id, uint64_t v)
+{
+    struct key k;
+    assert_true(rsm_begin_entry(&f->r, index));
+    key_of(&k, id);
+    rsm_put_u64(&f->r, &k, v);
+    assert_int_equal(rsm_commit_entry(&f->r, index), 0);
+}
+
+static int get(struct fx *f, uint64_t id, uint64_t *v)
+{
+    struct key k;
+    key_of(&k, id);
+    return rsm_get_u64(&f->r, &k, v);
+}
+
+struct digest {
+    uint8_t d[32];
+    uint64_t n;
+};
+
+static struct digest digest(struct fx *f)
+{
+    struct digest d;
+    assert_int_equal(rsm_digest(&f->r, d.d, &d.n), 0);
+    return d;
+}
+
+/* ---------------------------------------------------------------- open */
+
+static void test_open_identity_and_schema(void **state)
+{
+    struct fx *f = *state;
+    /* A new DB holds exactly the schema and identity keys. */
+    assert_int_equal(rsm_applied_index(&f->r), 0);
+    assert_int_equal(digest(f).n, 2);
+    rsm_close(&f->r);
+
+    struct rsm other;
+    struct rsm_options o = opts_for(f->path, GROUP + 1);
+    char err[256] = "";
+    assert_int_equal(rsm_open(&other, &o, err, sizeof err), GS_EINVAL);
+    assert_non_null(strstr(err, "belongs to cell 5"));
+    rsm_close(&other); /* a failed open holds nothing */
+
+    /* Another kind of group: its identity key is missing. */
+    o = opts_for(f->path, GROUP);
+    o.kind = "directory";
+    o.identity_key = "directory_shard";
+    assert_int_equal(rsm_open(&other, &o, err, sizeof err), GS_EIO);
+    assert_non_null(strstr(err, "directory_shard"));
+
+    /* Schema versions: older readable, newer refused. */
+    o = opts_for(f->path, GROUP);
+    o.schema_version = 2;
+    assert_int_equal(rsm_open(&other, &o, NULL, 0), 0);
+    rsm_close(&other);
+    o.schema_version = 1;
+    open_at(f, GROUP);
+    rsm_close(&f->r);
+    rocksdb_options_t *ro = rocksdb_options_create();
+    char *rerr = NULL;
+    rocksdb_t *db = rocksdb_open(ro, f->path, &rerr);
+    assert_null(rerr);
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    struct key k;
+    uint8_t v[8];
+    key_system(&k, KEY_SYS_SCHEMA);
+    key_put_u64(v, 3);
+    rocksdb_put(db, wo, (const char *)k.b, k.len, (const char *)v, 8, &rerr);
+    assert_null(rerr);
+    rocksdb_close(db);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_options_destroy(ro);
+    assert_int_equal(rsm_open(&other, &o, err, sizeof err), GS_EIO);
+    assert_non_null(strstr(err, "schema"));
+
+    /* Bad options. */
+    o.identity_key = NULL;
+    assert_int_equal(rsm_open(&other, &o, err, sizeof err), GS_EINVAL);
+    o = opts_for("", GROUP);
+    assert_int_equal(rsm_open(&other, &o, err, sizeof err), GS_EINVAL);
+
+    /* Teardown closes f->r again: reopen at schema 3 is refused, so
+     * recreate a valid one elsewhere. */
+    snprintf(f->path, sizeof f->path, "%s/db2", f->dir);
+    open_at(f, GROUP);
+}
+
+/* ---------------------------------------------------------------- entries */
+
+static void test_applied_index_persists(void **state)
+{
+    struct fx *f = *state;
+    put_entry(f, 1, 1, 100);
+    put_entry(f, 7, 2, 200); /* indexes may jump (other entry types) */
+    assert_int_equal(rsm_applied_index(&f->r), 7);
+    rsm_close(&f->r);
+    open_at(f, GROUP);
+    assert_int_equal(rsm_applied_index(&f->r), 7);
+    uint64_t v = 0;
+    assert_int_equal(get(f, 2, &v), 0);
+    assert_int_equal(v, 200);
+    /* An empty entry still advances and persists the index. */
+    assert_true(rsm_begin_entry(&f->r, 8));
+    assert_int_equal(rsm_commit_entry(&f->r, 8), 0);
+    rsm_close(&f->r);
+    open_at(f, GROUP);
+    assert_int_equal(rsm_applied_index(&f->r), 8);
+}
+
+static void test_replay_skipped(void **state)
+{
+    struct fx *f = *state;
+    put_entry(f, 1, 1, 100);
+    put_entry(f, 2, 1, 101);
+    struct digest before = digest(f);
+    for (uint64_t i = 0; i <= 2; i++) {
+        assert_false(rsm_begin_entry(&f->r, i));
+    }
+    assert_int_equal(rsm_applied_index(&f->r), 2);
+    rsm_close(&f->r);
+    open_at(f, GROUP);
+    assert_false(rsm_begin_entry(&f->r, 2));
+    assert_true(rsm_begin_entry(&f->r, 3));
+    rsm_abort_entry(&f->r);
+    uint64_t v = 0;
+    assert_int_equal(get(f, 1, &v), 0);
+    assert_int_equal(v, 101);
+    struct digest after = digest(f);
+    assert_int_equal(after.n, before.n);
+    assert_memory_equal(after.d, before.d, 32);
+}
+
+static void test_abort_writes_nothing(void **state)
+{
+    struct fx *f = *state;
+    struct digest before = digest(f);
+    struct key k;
+    assert_true(rsm_begin_entry(&f->r, 1));
+    key_of(&k, 1);
+    rsm_put(&f->r, &k, "x", 1);
+    rsm_abort_entry(&f->r);
+    assert_int_equal(rsm_applied_index(&f->r), 0);
+    uint64_t v = 0;
+    assert_int_equal(get(f, 1, &v), GS_ENOTFOUND);
+    struct digest after = digest(f);
+    assert_memory_equal(after.d, before.d, 32);
+    /* The same index can then be applied. */
+    put_entry(f, 1, 1, 5);
+    assert_int_equal(get(f, 1, &v), 0);
+}
+
+static void test_read_your_writes(void **state)
+{
+    struct fx *f = *state;
+    put_entry(f, 1, 1, 100);
+    put_entry(f, 1 + 1, 3, 300);
+    struct key k;
+    uint64_t v = 0;
+    bool exists = true;
+    assert_true(rsm_begin_entry(&f->r, 3));
+    /* A write is visible to the next read of the same entry ... */
+    key_of(&k, 2);
+    rsm_put_u64(&f->r, &k, 200);
+    assert_int_equal(get(f, 2, &v), 0);
+    assert_int_equal(v, 200);
+    /* ... as are overwrites and deletes of DB rows. */
+    key_of(&k, 1);
+    rsm_put_u64(&f->r, &k, 111);
+    assert_int_equal(get(f, 1, &v), 0);
+    assert_int_equal(v, 111);
+    key_of(&k, 3);
+    rsm_delete(&f->r, &k);
+    assert_int_equal(rsm_exists(&f->r, &k, &exists), 0);
+    assert_false(exists);
+    /* The merged iterator sees DB + batch: ids 1 and 2, not 3. */
+    rocksdb_iterator_t *it = rsm_iter(&f->r);
+    key_id(&k, KEY_PREFIX_USER, 0);
+    uint64_t seen[4];
+    size_t n = 0;
+    for (rocksdb_iter_seek(it, (const char *)k.b, k.len); rocksdb_iter_valid(it) && n < 4;
+         rocksdb_iter_next(it)) {
+        size_t klen = 0;
+        const char *raw = rocksdb_iter_key(it, &klen);
+        uint64_t id = 0;
+        if (!key_decode_id(raw, klen, KEY_PREFIX_USER, &id)) {
+            break;
+        }
+        seen[n++] = id;
+    }
+    assert_int_equal(rsm_iter_status(it), 0);
+    rocksdb_iter_destroy(it);
+    assert_int_equal(n, 2);
+    assert_int_equal(seen[0], 1);
+    assert_int_equal(seen[1], 2);
+    /* Outside the entry nothing of it is visible before the commit. */
+    assert_int_equal(rsm_commit_entry(&f->r, 3), 0);
+    assert_int_equal(get(f, 1, &v), 0);
+    assert_int_equal(v, 111);
+    assert_int_equal(get(f, 3, &v), GS_ENOTFOUND);
+}
+
+static void test_get_msg_and_corrupt(void **state)
+{
+    struct fx *f = *state;
+    Geoscale__EdgeCounts c = GEOSCALE__EDGE_COUNTS__INIT;
+    c.followers = 3;
+    struct key k;
+    ProtobufCMessage *m = NULL;
+    assert_true(rsm_begin_entry(&f->r, 1));
+    key_of(&k, 1);
+    assert_int_equal(rsm_put_msg(&f->r, &k, &c.base), 0);
+    key_of(&k, 2);
+    rsm_put(&f->r, &k, "\xff\xff\xff", 3);
+    assert_int_equal(rsm_commit_entry(&f->r, 1), 0);
+    key_of(&k, 1);
+    assert_int_equal(rsm_get_msg(&f->r, &k, &geoscale__edge_counts__descriptor, &m), 0);
+    assert_int_equal(((Geoscale__EdgeCounts *)m)->followers, 3);
+    protobuf_c_message_free_unpacked(m, NULL);
+    key_of(&k, 2);
+    assert_int_equal(rsm_get_msg(&f->r, &k, &geoscale__edge_counts__descriptor, &m), GS_EIO);
+    uint64_t v = 0;
+    assert_int_equal(rsm_get_u64(&f->r, &k, &v), GS_EIO); /* not 8 bytes */
+    key_of(&k, 3);
+    assert_int_equal(rsm_get_msg(&f->r, &k, &geoscale__edge_counts__descriptor, &m), GS_ENOTFOUND);
+}
+
+/* ---------------------------------------------------------------- digest */
+
+static void test_digest_excludes_applied_index(void **state)
+{
+    struct fx *f = *state;
+    struct fx g;
+    memset(&g, 0, sizeof g);
+    strcpy(g.dir, f->dir);
+    snprintf(g.path, sizeof g.path, "%s/db_g", f->dir);
+    open_at(&g, GROUP);
+    put_entry(f, 1, 1, 100);
+    put_entry(&g, 4, 1, 100); /* same data at another index */
+    struct digest a = digest(f), b = digest(&g);
+    assert_int_equal(a.n, 3); /* schema, identity, the row */
+    assert_int_equal(a.n, b.n);
+    assert_memory_equal(a.d, b.d, 32);
+    /* Data counts. */
+    put_entry(&g, 5, 1, 101);
+    b = digest(&g);
+    assert_memory_not_equal(a.d, b.d, 32);
+    /* So does the identity. */
+    rsm_close(&g.r);
+    snprintf(g.path, sizeof g.path, "%s/db_h", f->dir);
+    open_at(&g, GROUP + 1);
+    put_entry(&g, 1, 1, 100);
+    b = digest(&g);
+    assert_memory_not_equal(a.d, b.d, 32);
+    rsm_close(&g.r);
+}
+
+/* ---------------------------------------------------------------- idempotency */
+
+static void test_results(void **state)
+{
+    struct fx *f = *state;
+    bool found = true;
+    int status = 1;
+    uint8_t *body = NULL;
+    size_t len = 0;
+    assert_true(rsm_begin_entry(&f->r, 1));
+    assert_int_equal(rsm_result_get(&f->r, 9, 1, &found, &status, &body, &len), 0);
+    assert_false(found);
+    assert_int_equal(rsm_result_put(&f->r, T0, 9, 1, 0, (const uint8_t *)"abc", 3), 0);
+    assert_int_equal(rsm_result_put(&f->r, T0, 9, 2, GS_EEXIST, (const uint8_t *)"zz", 2), 0);
+    assert_int_equal(rsm_result_put(&f->r, T0, 9, 3, 0, NULL, 0), 0);
+    /* Visible inside the same entry. */
+    assert_int_equal(rsm_result_get(&f->r, 9, 1, &found, &status, &body, &len), 0);
+    assert_true(found);
+    assert_int_equal(status, 0);
+    assert_int_equal(len, 3);
+    assert_memory_equal(body, "abc", 3);
+    free(body);
+    assert_int_equal(rsm_commit_entry(&f->r, 1), 0);
+    /* And after reopen. */
+    rsm_close(&f->r);
+    open_at(f, GROUP);
+    body = NULL;
+    assert_int_equal(rsm_result_get(&f->r, 9, 2, &found, &status, &body, &len), 0);
+    assert_true(found);
+    assert_int_equal(status, GS_EEXIST);
+    assert_null(body); /* no body for a failure */
+    assert_int_equal(rsm_result_get(&f->r, 9, 3, &found, &status, &body, &len), 0);
+    assert_true(found);
+    assert_int_equal(status, 0);
+    assert_non_null(body); /* an empty success still has a buffer */
+    assert_int_equal(len, 0);
+    free(body);
+    assert_int_equal(rsm_result_get(&f->r, 8, 1, &found, &status, &body, &len), 0);
+    assert_false(found);
+    /* Two rows per result ('R' and 'r'). */
+    assert_int_equal(digest(f).n, 2 + 6);
+}
+
+static void test_results_expire(void **state)
+{
+    struct fx *f = *state;
+    assert_true(rsm_begin_entry(&f->r, 1));
+    for (uint64_t s = 1; s <= 10; s++) {
+        /* seq 1..5 at T0, 6..10 at T0 + 1000 */
+        int64_t ts = s <= 5 ? T0 : T0 + 1000;
+        assert_int_equal(rsm_result_put(&f->r, ts, 4, s, 0, (const uint8_t *)"x", 1), 0);
+    }
+    assert_int_equal(rsm_commit_entry(&f->r, 1), 0);
+    const int64_t ttl = 60000;
+    /* Not yet: a row is kept for ttl_ms of batch time. */
+    assert_true(rsm_begin_entry(&f->r, 2));
+    assert_int_equal(rsm_results_expire(&f->r, T0 + ttl, ttl, 100), 0);
+    assert_int_equal(rsm_commit_entry(&f->r, 2), 0);
+    assert_int_equal(digest(f).n, 2 + 20);
+    /* Bounded: at most 3 per call, the oldest first. */
+    assert_true(rsm_begin_entry(&f->r, 3));
+    assert_int_equal(rsm_results_expire(&f->r, T0 + ttl + 1, ttl, 3), 0);
+    assert_int_equal(rsm_commit_entry(&f->r, 3), 0);
+    assert_int_equal(digest(f).n, 2 + 14);
+    bool found = true;
+    int status = 0;
+    uint8_t *body = NULL;
+    size_t len = 0;
+    assert_int_equal(rsm_result_get(&f->r, 4, 3, &found, &status, &body, &len), 0);
+    assert_false(found);
+    assert_int_equal(rsm_result_get(&f->r, 4, 4, &found, &status, &body, &len), 0);
+    assert_true(found);
+    free(body);
+    /* Only rows older than the cutoff: 4 and 5, not 6..10. */
+    assert_true(rsm_begin_entry(&f->r, 4));
+    assert_int_equal(rsm_results_expire(&f->r, T0 + ttl + 1, ttl, 100), 0);
+    assert_int_equal(rsm_commit_entry(&f->r, 4), 0);
+    assert_int_equal(digest(f).n, 2 + 10);
+    assert_true(rsm_begin_entry(&f->r, 5));
+    assert_int_equal(rsm_results_expire(&f->r, T0 + 1000 + ttl + 1, ttl, 100), 0);
+    assert_int_equal(rsm_commit_entry(&f->r, 5), 0);
+    assert_int_equal(digest(f).n, 2);
+}
+
+/* ---------------------------------------------------------------- checkpoint hooks */
+
+static void test_detach_attach(void **state)
+{
+    struct fx *f = *state;
+    put_entry(f, 3, 1, 100);
+    rsm_detach(&f->r);
+    assert_null(f->r.db);
+    assert_int_equal(rsm_applied_index(&f->r), 0);
+    char err[256] = "";
+    assert_int_equal(rsm_attach(&f->r, err, sizeof err), 0);
+    assert_int_equal(rsm_applied_index(&f->r), 3);
+    uint64_t v = 0;
+    assert_int_equal(get(f, 1, &v), 0);
+    assert_int_equal(v, 100);
+
+    /* Attaching a directory that holds another group's DB fails and leaves
+     * the rsm without a DB; the real one then attaches again. */
+    rsm_detach(&f->r);
+    char moved[128];
+    snprintf(moved, sizeof moved, "%s.mine", f->path);
+    assert_int_equal(rename(f->path, moved), 0);
+    struct rsm other;
+    struct rsm_options o = opts_for(f->path, GROUP + 1);
+    assert_int_equal(rsm_open(&other, &o, NULL, 0), 0);
+    rsm_close(&other);
+    assert_int_equal(rsm_attach(&f->r, err, sizeof err), GS_EINVAL);
+    assert_null(f->r.db);
+    assert_non_null(strstr(err, "belongs to"));
+    /* Missing: not created. */
+    char gone[128];
+    snprintf(gone, sizeof gone, "%s.other", f->path);
+    assert_int_equal(rename(f->path, gone), 0);
+    assert_int_equal(rsm_attach(&f->r, err, sizeof err), GS_EIO);
+    assert_null(f->r.db);
+    /* RocksDB may leave an empty directory (its LOG) behind. */
+    nftw(f->path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    assert_int_equal(rename(moved, f->path), 0);
+    assert_int_equal(rsm_attach(&f->r, err, sizeof err), 0);
+    assert_int_equal(rsm_applied_index(&f->r), 3);
+}
+
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_open_identity_and_schema),
+        T(test_applied_index_persists),
+        T(test_replay_skipped),
+        T(test_abort_writes_nothing),
+        T(test_read_your_writes),
+        T(test_get_msg_and_corrupt),
+        T(test_digest_excludes_applied_index),
+        T(test_results),
+        T(test_results_expire),
+        T(test_detach_attach),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,370 @@
+/*
+ * The directory state machine (contract in directory_fsm.h): open, apply,
+ * read, digest, sync, over the replicated-state-machine base (rsm.h), in the
+ * same shape as the cell FSM (cell_fsm.c): one entry = one DirectoryBatch =
+ * one WriteBatch with applied_index, replays skipped, commands remembered by
+ * idempotency key, a command's failure is its own result, GS_EIO/GS_ENOMEM
+ * fail the entry.
+ *
+ * Expiry. Every entry first deletes at most DIRECTORY_EXPIRE_MAX RESERVED
+ * reservations whose expires_at_ms <= the batch's timestamp, walking the 'x'
+ * index from its oldest row, then at most DIRECTORY_RESULT_EXPIRE_MAX stored
+ * results older than DIRECTORY_RESULT_TTL_MS. Batch time, not the local
+ * clock: every replica deletes the same rows.
+ *
+ * Schema. 'S' schema (= DIRECTORY_SCHEMA_VERSION) and 'S' directory_shard are
+ * written when the DB is created; open refuses a newer schema, another
+ * shard's DB, and a cell's DB (it has no directory_shard).
+ */
+#include "directory_fsm.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "directory_internal.h"
+#include "geoscale/errors.h"
+#include "log.h"
+
+#define DIRECTORY_RESULT_TTL_MS (3600 * 1000)
+#define DIRECTORY_RESULT_EXPIRE_MAX 256
+
+static bool is_fatal(int rv)
+{
+    return rv == GS_EIO || rv == GS_ENOMEM;
+}
+
+/* ---------------------------------------------------------------- open/close */
+
+int directory_fsm_open(const struct directory_fsm_options *opts, struct directory_fsm **out,
+                       char *errmsg, size_t errmsg_len)
+{
+    char scratch[1];
+    if (errmsg == NULL || errmsg_len == 0) {
+        errmsg = scratch;
+        errmsg_len = sizeof scratch;
+    }
+    errmsg[0] = '\0';
+    *out = NULL;
+    if (opts == NULL) {
+        snprintf(errmsg, errmsg_len, "options: required");
+        return GS_EINVAL;
+    }
+    uint32_t n_shards = opts->n_shards == 0 ? 1 : opts->n_shards;
+    if (opts->shard_id >= n_shards) {
+        snprintf(errmsg, errmsg_len, "shard_id: must be below n_shards");
+        return GS_EINVAL;
+    }
+    struct directory_fsm *fsm = calloc(1, sizeof *fsm);
+    if (fsm == NULL) {
+        snprintf(errmsg, errmsg_len, "out of memory");
+        return GS_ENOMEM;
+    }
+    fsm->shard_id = opts->shard_id;
+    fsm->n_shards = n_shards;
+    struct rsm_options ro = {.db_path = opts->db_path,
+                             .compression = opts->compression,
+                             .kind = "directory",
+                             .schema_version = DIRECTORY_SCHEMA_VERSION,
+                             .identity_key = DIR_SYS_SHARD,
+                             .identity = opts->shard_id};
+    int rv = rsm_open(&fsm->rsm, &ro, errmsg, errmsg_len);
+    if (rv != 0) {
+        log_error("directory", "event=open_failed shard=%" PRIu32 " code=%s", opts->shard_id,
+                  gs_error_name(rv));
+        free(fsm);
+        return rv;
+    }
+    log_info("directory", "event=open shard=%" PRIu32 " shards=%" PRIu32 " applied_index=%" PRIu64,
+             fsm->shard_id, fsm->n_shards, rsm_applied_index(&fsm->rsm));
+    *out = fsm;
+    return 0;
+}
+
+void directory_fsm_close(struct directory_fsm *fsm)
+{
+    if (fsm == NULL) {
+        return;
+    }
+    rsm_close(&fsm->rsm);
+    free(fsm);
+}
+
+uint64_t directory_fsm_applied_index(const struct directory_fsm *fsm)
+{
+    return rsm_applied_index(&fsm->rsm);
+}
+
+int directory_fsm_sync(struct directory_fsm *fsm)
+{
+    return rsm_sync(&fsm->rsm);
+}
+
+int directory_fsm_digest(struct directory_fsm *fsm, uint8_t digest[32], uint64_t *n_keys)
+{
+    return rsm_digest(&fsm->rsm, digest, n_keys);
+}
+
+/* ---------------------------------------------------------------- expiry */
+
+struct expired {
+    int64_t expires_at_ms;
+    uint64_t user_id;
+    uint8_t hash[DIRECTORY_HASH_LEN];
+    bool hash_ok;
+};
+
+/* Delete up to DIRECTORY_EXPIRE_MAX reservations expired at ctx->now_ms. */
+static int expire_reservations(struct dir_ctx *ctx)
+{
+    struct rsm *r = &ctx->fsm->rsm;
+    struct expired found[DIRECTORY_EXPIRE_MAX];
+    size_t n = 0;
+    struct key start;
+    int rv;
+
+    start.b[0] = DIR_PREFIX_EXPIRY;
+    start.len = 1;
+    rocksdb_iterator_t *it = rsm_iter(r);
+    for (rocksdb_iter_seek(it, (const char *)start.b, start.len);
+         rocksdb_iter_valid(it) && n < DIRECTORY_EXPIRE_MAX; rocksdb_iter_next(it)) {
+        size_t klen = 0, vlen = 0;
+        const char *kraw = rocksdb_iter_key(it, &klen);
+        struct expired *e = &found[n];
+        if (klen == 0 || (uint8_t)kraw[0] != DIR_PREFIX_EXPIRY) {
+            break;
+        }
+        if (!dir_key_decode_expiry(kraw, klen, &e->expires_at_ms, &e->user_id)) {
+            continue; /* never written by this engine */
+        }
+        if (e->expires_at_ms > ctx->now_ms) {
+            break;
+        }
+        const char *v = rocksdb_iter_value(it, &vlen);
+        e->hash_ok = vlen == DIRECTORY_HASH_LEN;
+        if (e->hash_ok) {
+            memcpy(e->hash, v, DIRECTORY_HASH_LEN);
+        }
+        n++;
+    }
+    rv = rsm_iter_status(it);
+    rocksdb_iter_destroy(it);
+    /* Writes only after the iterator is gone. */
+    for (size_t i = 0; i < n && rv == 0; i++) {
+        Geoscale__UsernameReservation *res = NULL;
+        struct key k;
+        if (found[i].hash_ok) {
+            dir_key_name(&k, found[i].hash);
+            rv = rsm_get_msg(r, &k, &geoscale__username_reservation__descriptor,
+                             (ProtobufCMessage **)&res);
+            if (rv == GS_ENOTFOUND) {
+                rv = 0;
+            }
+        }
+        if (rv != 0) {
+            break;
+        }
+        if (res != NULL && res->state == GEOSCALE__RESERVATION_STATE__RESERVATION_STATE_RESERVED &&
+            res->user_id == found[i].user_id && res->expires_at_ms == found[i].expires_at_ms &&
+            res->hash.len == DIRECTORY_HASH_LEN) {
+            rv = dir_reservation_drop(ctx, res); /* deletes the index row too */
+        } else {
+            /* An index row without its reservation: drop the row alone. */
+            dir_key_expiry(&k, found[i].expires_at_ms, found[i].user_id);
+            rsm_delete(r, &k);
+        }
+        if (res != NULL) {
+            geoscale__username_reservation__free_unpacked(res, NULL);
+        }
+    }
+    return rv;
+}
+
+/* ---------------------------------------------------------------- apply */
+
+/* Decode, check and run a request. Returns the command's status; fatal codes
+ * are passed up as they are. */
+static int run_request(struct dir_ctx *ctx, uint32_t kind, const uint8_t *data, size_t data_len,
+                       uint8_t **body, size_t *len)
+{
+    static const uint8_t empty[1];
+    const struct dir_kind_info *info = dir_kind_lookup(kind);
+    if (info == NULL) {
+        return GS_EUNIMPL;
+    }
+    ProtobufCMessage *req =
+        protobuf_c_message_unpack(info->request, NULL, data_len, data_len > 0 ? data : empty);
+    if (req == NULL) {
+        return GS_EINVAL;
+    }
+    int rv = dir_check_request(kind, req, NULL, 0);
+    if (rv == 0) {
+        rv = info->handler(ctx, req, body, len);
+    }
+    protobuf_c_message_free_unpacked(req, NULL);
+    return rv;
+}
+
+static int apply_command(struct dir_ctx *ctx, const Geoscale__DirectoryCommand *cmd, int *status,
+                         uint8_t **body, size_t *len)
+{
+    struct rsm *r = &ctx->fsm->rsm;
+    const struct dir_kind_info *info = dir_kind_lookup((uint32_t)cmd->kind);
+    bool remember = cmd->client_id != 0 && (info == NULL || !info->read);
+    int rv;
+
+    *body = NULL;
+    *len = 0;
+    if (remember) {
+        bool found = false;
+        rv = rsm_result_get(r, cmd->client_id, cmd->client_seq, &found, status, body, len);
+        if (rv != 0 || found) {
+            return rv;
+        }
+    }
+    rv = run_request(ctx, (uint32_t)cmd->kind, cmd->body.data, cmd->body.len, body, len);
+    if (is_fatal(rv)) {
+        return rv;
+    }
+    *status = rv;
+    if (remember) {
+        rv = rsm_result_put(r, ctx->now_ms, cmd->client_id, cmd->client_seq, *status, *body, *len);
+        if (rv != 0) {
+            free(*body);
+            *body = NULL;
+            return rv;
+        }
+    }
+    return 0;
+}
+
+int directory_fsm_apply(struct directory_fsm *fsm, uint64_t index, const void *entry, size_t len,
+                        struct cell_result *results, size_t max_results, size_t *n_results)
+{
+    struct rsm *r = &fsm->rsm;
+    Geoscale__DirectoryBatch *batch = NULL;
+    size_t n = 0;
+    int rv;
+
+    *n_results = 0;
+    if (!rsm_begin_entry(r, index)) {
+        return 0;
+    }
+    if (directory_entry_decode(entry, len, &batch) != 0) {
+        /* Every replica sees the same bytes and skips them alike. */
+        log_warn("directory", "event=undecodable_entry shard=%" PRIu32 " index=%" PRIu64 " len=%zu",
+                 fsm->shard_id, index, len);
+        return rsm_commit_entry(r, index);
+    }
+    struct dir_ctx ctx = {.fsm = fsm, .now_ms = batch->timestamp_ms};
+    rv = expire_reservations(&ctx);
+    if (rv == 0) {
+        rv =
+            rsm_results_expire(r, ctx.now_ms, DIRECTORY_RESULT_TTL_MS, DIRECTORY_RESULT_EXPIRE_MAX);
+    }
+    if (rv != 0) {
+        goto err;
+    }
+    for (size_t i = 0; i < batch->n_commands; i++) {
+        int status = 0;
+        uint8_t *body = NULL;
+        size_t body_len = 0;
+        rv = apply_command(&ctx, batch->commands[i], &status, &body, &body_len);
+        if (rv != 0) {
+            goto err;
+        }
+        if (n < max_results) {
+            results[n].status = status;
+            results[n].body = body;
+            results[n].len = body_len;
+            n++;
+        } else {
+            free(body);
+        }
+    }
+    rv = rsm_commit_entry(r, index);
+    if (rv != 0) {
+        goto err;
+    }
+    geoscale__directory_batch__free_unpacked(batch, NULL);
+    *n_results = n;
+    return 0;
+err:
+    log_error("directory", "event=apply_failed shard=%" PRIu32 " index=%" PRIu64 " code=%s",
+              fsm->shard_id, index, gs_error_name(rv));
+    for (size_t i = 0; i < n; i++) {
+        free(results[i].body);
+        results[i].body = NULL;
+        results[i].len = 0;
+    }
+    rsm_abort_entry(r);
+    geoscale__directory_batch__free_unpacked(batch, NULL);
+    return rv;
+}
+
+int directory_fsm_apply_empty(struct directory_fsm *fsm, uint64_t index)
+{
+    if (!rsm_begin_entry(&fsm->rsm, index)) {
+        return 0;
+    }
+    return rsm_commit_entry(&fsm->rsm, index);
+}
+
+/* ---------------------------------------------------------------- read */
+
+int directory_fsm_read(struct directory_fsm *fsm, uint32_t kind, const uint8_t *body, size_t len,
+                       struct cell_result *out)
+{
+    struct dir_ctx ctx = {.fsm = fsm, .now_ms = 0};
+    const struct dir_kind_info *info = dir_kind_lookup(kind);
+    int rv;
+
+    out->body = NULL;
+    out->len = 0;
+    if (info == NULL || !info->read) {
+        rv = GS_EUNIMPL;
+    } else if (body == NULL && len > 0) {
+        rv = GS_EINVAL;
+    } else {
+        rv = run_request(&ctx, kind, body, len, &out->body, &out->len);
+    }
+    if (rv != 0) {
+        out->body = NULL;
+        out->len = 0;
+    }
+    out->status = rv;
+    return rv;
+}
+
+/* ---------------------------------------------------------------- validate */
+
+int directory_validate_request(uint32_t kind, const uint8_t *body, size_t len, char *errmsg,
+                               size_t errmsg_len)
+{
+    static const uint8_t empty[1];
+    char scratch[1];
+    if (errmsg == NULL || errmsg_len == 0) {
+        errmsg = scratch;
+        errmsg_len = sizeof scratch;
+    }
+    errmsg[0] = '\0';
+    const struct dir_kind_info *info = dir_kind_lookup(kind);
+    if (info == NULL) {
+        snprintf(errmsg, errmsg_len, "kind: unknown");
+        return GS_EUNIMPL;
+    }
+    if (body == NULL && len > 0) {
+        snprintf(errmsg, errmsg_len, "body: missing");
+        return GS_EINVAL;
+    }
+    ProtobufCMessage *req =
+        protobuf_c_message_unpack(info->request, NULL, len, len > 0 ? body : empty);
+    if (req == NULL) {
+        snprintf(errmsg, errmsg_len, "body: not a %s", info->request->name);
+        return GS_EINVAL;
+    }
+    int rv = dir_check_request(kind, req, errmsg, errmsg_len);
+    protobuf_c_message_free_unpacked(req, NULL);
+    return rv;
+}

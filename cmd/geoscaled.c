@@ -5,6 +5,8 @@
  * Exit status: 0 after a graceful stop (SIGTERM/SIGINT), 1 if the node
  * could not start or failed, 2 for bad usage or a bad config.
  */
+#include <errno.h>
+#include <inttypes.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,13 +22,19 @@
 static void usage(FILE *out)
 {
     fprintf(out, "Usage: geoscaled --config FILE [--log-level LEVEL]\n"
+                 "       geoscaled --cluster FILE --node ID [--log-level LEVEL]\n"
                  "       geoscaled --help | --version\n"
                  "\n"
-                 "Run one GeoScale node: a member of one cell (a Raft group over a RocksDB\n"
-                 "state machine) that serves clients on its client_address.\n"
+                 "Run one GeoScale node. With --config: a member of one lone cell (a Raft\n"
+                 "group over a RocksDB state machine). With --cluster: node ID of a\n"
+                 "multi-region cluster described by FILE (docs/CLUSTER.md), hosting its\n"
+                 "cell and, where the file says so, a directory or metadata replica.\n"
+                 "Either way it serves clients on its client address.\n"
                  "\n"
                  "Options:\n"
-                 "  -c, --config FILE       node configuration (JSON; required)\n"
+                 "  -c, --config FILE       node configuration (JSON)\n"
+                 "  -C, --cluster FILE      cluster topology (JSON), with --node\n"
+                 "  -n, --node ID           this node's id in the cluster file\n"
                  "  -l, --log-level LEVEL   debug, info, warn or error\n"
                  "  -h, --help              print this help and exit\n"
                  "  -V, --version           print the version and exit\n"
@@ -54,19 +62,29 @@ int main(int argc, char **argv)
 {
     static const struct option options[] = {
         {"config", required_argument, NULL, 'c'},
+        {"cluster", required_argument, NULL, 'C'},
+        {"node", required_argument, NULL, 'n'},
         {"log-level", required_argument, NULL, 'l'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     const char *config_path = NULL;
+    const char *cluster_path = NULL;
+    const char *node_arg = NULL;
     const char *level_arg = NULL;
     int opt;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":c:l:hV", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, ":c:C:n:l:hV", options, NULL)) != -1) {
         switch (opt) {
         case 'c':
             config_path = optarg;
+            break;
+        case 'C':
+            cluster_path = optarg;
+            break;
+        case 'n':
+            node_arg = optarg;
             break;
         case 'l':
             level_arg = optarg;
@@ -92,10 +110,27 @@ int main(int argc, char **argv)
         fprintf(stderr, "Try 'geoscaled --help'.\n");
         return 2;
     }
-    if (config_path == NULL) {
-        fprintf(stderr, "geoscaled: --config FILE is required\n");
+    if ((config_path == NULL) == (cluster_path == NULL)) {
+        fprintf(stderr, "geoscaled: give either --config FILE or --cluster FILE --node ID\n");
         fprintf(stderr, "Try 'geoscaled --help'.\n");
         return 2;
+    }
+    if ((cluster_path != NULL) != (node_arg != NULL)) {
+        fprintf(stderr, "geoscaled: --cluster and --node go together\n");
+        fprintf(stderr, "Try 'geoscaled --help'.\n");
+        return 2;
+    }
+    uint64_t node_id = 0;
+    if (node_arg != NULL) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(node_arg, &end, 10);
+        if (errno != 0 || end == node_arg || *end != '\0' || v == 0 || node_arg[0] == '-') {
+            fprintf(stderr, "geoscaled: --node: expected a node id (a positive integer), got '%s'\n",
+                    node_arg);
+            return 2;
+        }
+        node_id = v;
     }
     int level = -1;
     if (level_arg != NULL) {
@@ -120,8 +155,31 @@ int main(int argc, char **argv)
         }
     }
 
-    static struct node_config cfg; /* large; lives as long as the process */
     char errmsg[512];
+    /* Writes to a peer that hung up must fail with EPIPE, not kill us. */
+    signal(SIGPIPE, SIG_IGN);
+    if (cluster_path != NULL) {
+        static struct cluster_config cluster; /* lives as long as the process */
+        if (cluster_config_load(cluster_path, &cluster, errmsg, sizeof errmsg) != 0) {
+            fprintf(stderr, "%s\n", errmsg);
+            return 2;
+        }
+        if (cluster_config_find_node(&cluster, node_id) == NULL) {
+            fprintf(stderr, "geoscaled: --node: node %" PRIu64 " is not in %s\n", node_id,
+                    cluster_path);
+            cluster_config_free(&cluster);
+            return 2;
+        }
+        if (level < 0) {
+            level = cluster.log_level >= 0 ? cluster.log_level : LOG_INFO;
+        }
+        log_set_level((enum log_level)level);
+        int status = node_run_cluster(&cluster, node_id);
+        cluster_config_free(&cluster);
+        return status;
+    }
+
+    static struct node_config cfg; /* large; lives as long as the process */
     if (config_load(config_path, &cfg, errmsg, sizeof errmsg) != 0) {
         fprintf(stderr, "%s\n", errmsg);
         return 2;
@@ -130,8 +188,5 @@ int main(int argc, char **argv)
         level = cfg.log_level >= 0 ? cfg.log_level : LOG_INFO;
     }
     log_set_level((enum log_level)level);
-
-    /* Writes to a peer that hung up must fail with EPIPE, not kill us. */
-    signal(SIGPIPE, SIG_IGN);
     return node_run(&cfg);
 }

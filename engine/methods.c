@@ -3,7 +3,9 @@
 
 #include <stddef.h>
 
+#include "directory.pb-c.h"
 #include "geoscale.pb-c.h"
+#include "metadata.pb-c.h"
 
 #define MG(ID, NAME, KIND, GROUP, REQ, RESP)                                               \
     [GEOSCALE__METHOD__METHOD_##ID] = {GEOSCALE__METHOD__METHOD_##ID, NAME, METHOD_KIND_##KIND, \
@@ -30,6 +32,21 @@ static const struct method_info methods[] = {
     MG(CHECKPOINT_CHUNK, "CheckpointChunk", LOCAL, NODE, checkpoint_chunk_request,
        checkpoint_chunk_response),
     MG(NODE_STATUS, "NodeStatus", LOCAL, NODE, node_status_request, node_status_response),
+#define D(ID, NAME, KIND, MSG) \
+    MG(DIRECTORY_##ID, NAME, KIND, DIRECTORY, MSG##_request, MSG##_response)
+    D(REGISTER_CELL, "DirectoryRegisterCell", WRITE, register_cell),
+    D(RESERVE_USERNAME, "DirectoryReserveUsername", WRITE, reserve_username),
+    D(CONFIRM_USERNAME, "DirectoryConfirmUsername", WRITE, confirm_username),
+    D(RELEASE_USERNAME, "DirectoryReleaseUsername", WRITE, release_username),
+    D(SET_CELL_ACCEPTING, "DirectorySetCellAccepting", WRITE, set_cell_accepting),
+    D(GET_ROUTE, "DirectoryGetRoute", READ, get_route),
+    D(LOOKUP_USERNAME, "DirectoryLookupUsername", READ, lookup_username),
+    D(LIST_CELLS, "DirectoryListCells", READ, list_cells),
+#undef D
+    MG(METADATA_APPLY, "MetadataApply", WRITE, METADATA, metadata_apply_request,
+       metadata_apply_response),
+    MG(METADATA_GET, "MetadataGet", READ_ANY, METADATA, metadata_get_request,
+       metadata_get_response),
 };
 
 const struct method_info *method_lookup(uint32_t id)

@@ -14,6 +14,8 @@ enum method_kind {
     METHOD_KIND_WRITE = 1, /* through the Raft log of the user's cell */
     METHOD_KIND_READ,      /* linearizable read on the cell leader */
     METHOD_KIND_LOCAL,     /* answered by the node that receives it */
+    METHOD_KIND_READ_ANY,  /* read from any replica's local state, without a
+                              barrier: may lag the leader (metadata reads) */
 };
 
 /* Which of a node's Raft groups serves a method. */

@@ -13,6 +13,7 @@
 #ifndef GS_NET_NODE_H
 #define GS_NET_NODE_H
 
+#include "cluster_config.h"
 #include "config.h"
 
 struct gs_node;
@@ -24,6 +25,10 @@ struct gs_node;
  * graceful stop, 1 if the node could not start (the reason is logged).
  */
 int node_run(const struct node_config *cfg);
+
+/* Run node `node_id` of a cluster (docs/CLUSTER.md): every group the node
+ * hosts. Returns the exit status (2 if the node is not in the cluster). */
+int node_run_cluster(const struct cluster_config *cc, uint64_t node_id);
 
 /* Layout of a node's data_dir: db/ (RocksDB), raft/ (raft_uv), checkpoints/
  * (RocksDB checkpoints kept for peers' snapshot installs) and incoming/ (a

@@ -41,6 +41,8 @@
 #include <string.h>
 
 #include "../engine/cell_fsm.h"
+#include "../engine/directory_fsm.h"
+#include "../engine/metadata_fsm.h"
 #include "../engine/log.h"
 #include "geoscale/errors.h"
 
@@ -376,8 +378,15 @@ static void session_protocol_error(struct session *s, int code, const struct wir
  * only has to decode as its message. */
 static int session_validate(const struct server_request *req, char *errmsg, size_t len)
 {
-    if (req->method->kind != METHOD_KIND_LOCAL) {
+    switch (req->method->kind == METHOD_KIND_LOCAL ? METHOD_GROUP_NODE : req->method->group) {
+    case METHOD_GROUP_CELL:
         return cell_validate_request(req->header.method, req->body, req->len, errmsg, len);
+    case METHOD_GROUP_DIRECTORY:
+        return directory_validate_request(req->header.method, req->body, req->len, errmsg, len);
+    case METHOD_GROUP_METADATA:
+        return metadata_validate_request(req->header.method, req->body, req->len, errmsg, len);
+    default:
+        break;
     }
     ProtobufCMessage *msg =
         protobuf_c_message_unpack(req->method->request, NULL, req->len, req->body);

@@ -650,6 +650,13 @@ static void group_inbox_deliver(struct mailbox *box, struct mailbox_item *items)
             }
             continue;
         }
+        if (m->kind == METHOD_KIND_READ_ANY) {
+            /* Any replica, voter or standby, answers from its own state:
+             * metadata reads are local in every region. */
+            g->cfg.ops->read(g->cfg.sm, req->method, req->body, req->len, &req->result);
+            req_complete(g, req, req->result.status);
+            continue;
+        }
         if (!is_leader) {
             req_complete(g, req, req_not_leader_status(g));
             continue;

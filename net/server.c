@@ -46,6 +46,7 @@
 #include "../engine/log.h"
 #include "geoscale.pb-c.h"
 #include "geoscale/errors.h"
+#include "cluster_tasks.h"
 #include "session.h"
 
 #define SERVER_TICK_MS 10
@@ -146,6 +147,7 @@ static void server_maybe_free(struct server *srv)
     void (*cb)(void *) = srv->closed_cb;
     void *data = srv->closed_data;
     free(srv->heap);
+    free(srv->fwd);
     free(srv);
     if (cb != NULL) {
         cb(data);
@@ -213,32 +215,102 @@ static void server_forward_cb(int status, uint32_t leader_id, const uint8_t *bod
     server_flush(srv);
 }
 
-static struct gs_client *server_forwarder(struct server *srv, size_t peer)
+/* The client address of node_id: from the cluster file, or for a lone
+ * cell from its peers. NULL if unknown. */
+static const char *server_node_address(struct server *srv, uint64_t node_id)
 {
-    struct forwarder *f = &srv->fwd[peer];
-    if (f->client != NULL) {
-        return f->client;
+    if (srv->cluster != NULL) {
+        const struct cluster_node *n = cluster_config_find_node(srv->cluster, node_id);
+        return n != NULL ? n->client_address : NULL;
     }
-    const struct config_peer *p = &srv->cfg->peers[peer];
-    const char *seeds[1] = {p->client_address};
+    for (size_t i = 0; i < srv->cfg->n_peers; i++) {
+        if (srv->cfg->peers[i].id == node_id) {
+            return srv->cfg->peers[i].client_address;
+        }
+    }
+    return NULL;
+}
+
+/* The forwarding client to node_id, opened on first use; NULL if the node
+ * is unknown or the client cannot be made. */
+static struct gs_client *server_forwarder(struct server *srv, uint64_t node_id)
+{
+    for (size_t i = 0; i < srv->n_fwd; i++) {
+        if (srv->fwd[i].node_id == node_id) {
+            return srv->fwd[i].client;
+        }
+    }
+    const char *address = server_node_address(srv, node_id);
+    if (address == NULL) {
+        return NULL;
+    }
+    if (srv->n_fwd == srv->cap_fwd) {
+        size_t cap = srv->cap_fwd == 0 ? 8 : 2 * srv->cap_fwd;
+        struct forwarder *fwd = realloc(srv->fwd, cap * sizeof *fwd);
+        if (fwd == NULL) {
+            return NULL;
+        }
+        srv->fwd = fwd;
+        srv->cap_fwd = cap;
+    }
+    const char *seeds[1] = {address};
     struct gs_client_options opts = {
         .timeout_ms = srv->cfg->limits.default_deadline_ms,
         .max_body = srv->cfg->limits.max_frame_bytes,
         .pin = 1,
         .no_retry = 1,
     };
-    int rv = gs_client_open(srv->loop, seeds, 1, &opts, &f->client);
+    gs_client *client = NULL;
+    int rv = gs_client_open(srv->loop, seeds, 1, &opts, &client);
     if (rv != 0) {
-        log_error("server", "event=forwarder_open_failed peer_id=%" PRIu64 " code=%s", p->id,
+        log_error("server", "event=forwarder_open_failed node_id=%" PRIu64 " code=%s", node_id,
                   gs_error_name(rv));
-        f->client = NULL;
         return NULL;
     }
-    f->peer_id = p->id;
+    srv->fwd[srv->n_fwd].node_id = node_id;
+    srv->fwd[srv->n_fwd].client = client;
+    srv->n_fwd++;
     srv->n_open++;
-    log_info("server", "event=forwarder_open peer_id=%" PRIu64 " address=%s", p->id,
-             p->client_address);
-    return f->client;
+    log_info("server", "event=forwarder_open node_id=%" PRIu64 " address=%s", node_id, address);
+    return client;
+}
+
+/* Send req (held IN_GROUP or RECEIVED) to node_id with the FORWARDED flag
+ * and its idempotency key, and relay the answer. */
+static void server_forward_to(struct server *srv, struct server_request *req, uint64_t node_id,
+                              uint32_t leader_hint)
+{
+    uint64_t now = uv_now(srv->loop);
+    if (req->deadline <= now) {
+        request_reply(req, req->method->kind == METHOD_KIND_WRITE ? GS_EUNKNOWN : GS_ETIMEOUT,
+                      leader_hint, NULL, 0);
+        return;
+    }
+    gs_client *c = server_forwarder(srv, node_id);
+    if (c == NULL) {
+        request_reply(req, GS_EUNAVAILABLE, leader_hint, NULL, 0);
+        return;
+    }
+    struct gs_call_options opts = {
+        .timeout_ms = (unsigned)(req->deadline - now),
+        .client_id = req->header.client_id,
+        .client_seq = req->header.client_seq,
+        .flags = WIRE_FLAG_FORWARDED,
+    };
+    req->leader_id = leader_hint;
+    int rv = request_hold(req, REQ_FORWARDING);
+    if (rv != 0) {
+        request_reply(req, GS_ENOMEM, leader_hint, NULL, 0);
+        return;
+    }
+    rv = gs_client_call(c, req->header.method, req->body, req->len, &opts, server_forward_cb, req);
+    if (rv != 0) {
+        log_warn("server", "event=forward_failed method=%s node_id=%" PRIu64 " code=%s",
+                 req->method->name, node_id, gs_error_name(rv));
+        request_reply(req, GS_EUNAVAILABLE, leader_hint, NULL, 0);
+        return;
+    }
+    log_debug("server", "event=forward method=%s node_id=%" PRIu64, req->method->name, node_id);
 }
 
 /* The group said NOT_LEADER: forward to the leader it named, if we can. */
@@ -249,47 +321,14 @@ static void server_not_leader(struct server *srv, struct server_request *req, ui
         request_reply(req, GS_EUNAVAILABLE, 0, NULL, 0);
         return;
     }
-    if ((req->header.flags & WIRE_FLAG_FORWARDED) != 0) {
+    if ((req->header.flags & WIRE_FLAG_FORWARDED) != 0 ||
+        server_node_address(srv, leader_id) == NULL) {
+        /* Never forward twice; a leader we have no address for: let the
+         * client find it. */
         request_reply(req, GS_ENOTLEADER, leader_id, NULL, 0);
         return;
     }
-    size_t peer = 0;
-    while (peer < srv->cfg->n_peers && srv->cfg->peers[peer].id != leader_id) {
-        peer++;
-    }
-    if (peer == srv->cfg->n_peers) {
-        /* A leader we have no address for: let the client find it. */
-        request_reply(req, GS_ENOTLEADER, leader_id, NULL, 0);
-        return;
-    }
-    uint64_t now = uv_now(srv->loop);
-    if (req->deadline <= now) {
-        request_reply(req, req->method->kind == METHOD_KIND_WRITE ? GS_EUNKNOWN : GS_ETIMEOUT,
-                      leader_id, NULL, 0);
-        return;
-    }
-    gs_client *c = server_forwarder(srv, peer);
-    if (c == NULL) {
-        request_reply(req, GS_EUNAVAILABLE, leader_id, NULL, 0);
-        return;
-    }
-    struct gs_call_options opts = {
-        .timeout_ms = (unsigned)(req->deadline - now),
-        .client_id = req->header.client_id,
-        .client_seq = req->header.client_seq,
-        .flags = WIRE_FLAG_FORWARDED,
-    };
-    req->leader_id = leader_id;
-    int rv = request_hold(req, REQ_FORWARDING);
-    assert(rv == 0); /* IN_GROUP -> FORWARDING allocates nothing */
-    rv = gs_client_call(c, req->header.method, req->body, req->len, &opts, server_forward_cb, req);
-    if (rv != 0) {
-        log_warn("server", "event=forward_failed method=%s leader_id=%u code=%s", req->method->name,
-                 leader_id, gs_error_name(rv));
-        request_reply(req, GS_EUNAVAILABLE, leader_id, NULL, 0);
-        return;
-    }
-    log_debug("server", "event=forward method=%s leader_id=%u", req->method->name, leader_id);
+    server_forward_to(srv, req, leader_id, leader_id);
 }
 
 /* The group answered (on this loop, through the reply mailbox). */
@@ -402,13 +441,61 @@ static void server_node_status(struct server *srv, struct server_request *req)
     request_reply(req, 0, 0, buf, len);
 }
 
+/* A member of a directory or metadata group to send a request to: one in
+ * this node's region if there is one (metadata reads stay local), else the
+ * first. 0 if none. */
+static uint64_t server_pick_member(struct server *srv, enum cluster_group_kind kind)
+{
+    struct cluster_member members[CLUSTER_GROUP_MAX_MEMBERS];
+    size_t n = 0;
+    if (cluster_config_group_members(srv->cluster, kind, 0, members,
+                                     CLUSTER_GROUP_MAX_MEMBERS, &n) != 0 ||
+        n == 0) {
+        return 0;
+    }
+    int region = cluster_config_find_region(srv->cluster, srv->cfg->region);
+    for (size_t i = 0; i < n; i++) {
+        if (region >= 0 && members[i].region == (size_t)region) {
+            return members[i].id;
+        }
+    }
+    return members[0].id;
+}
+
+/* A request for a group this node does not host. */
+static void server_route_elsewhere(struct server *srv, struct server_request *req)
+{
+    if (srv->cluster == NULL || (req->header.flags & WIRE_FLAG_FORWARDED) != 0) {
+        /* A lone cell hosts everything it serves; a forwarded request that
+         * lands on a node without the group came by a wrong route. */
+        request_reply(req, GS_EUNAVAILABLE, 0, NULL, 0);
+        return;
+    }
+    uint64_t to = 0;
+    switch (req->method->group) {
+    case METHOD_GROUP_DIRECTORY:
+        to = server_pick_member(srv, CLUSTER_GROUP_DIRECTORY);
+        break;
+    case METHOD_GROUP_METADATA:
+        to = server_pick_member(srv, CLUSTER_GROUP_METADATA);
+        break;
+    default:
+        /* Cell methods on a node without a cell: routed by user (to come). */
+        break;
+    }
+    if (to == 0) {
+        request_reply(req, GS_EUNAVAILABLE, 0, NULL, 0);
+        return;
+    }
+    server_forward_to(srv, req, to, 0);
+}
+
 static void server_submit(struct server *srv, struct server_request *req)
 {
     assert(!srv->stopping);
     struct group *target = srv->groups[req->method->group];
     if (target == NULL) {
-        /* A group this node does not host. */
-        request_reply(req, GS_EUNAVAILABLE, 0, NULL, 0);
+        server_route_elsewhere(srv, req);
         return;
     }
     struct group_request *g = &req->group;
@@ -446,6 +533,9 @@ void server_dispatch(struct server *srv, struct server_request *req)
     }
     /* Every other node-local method is answered above. */
     assert(req->method->group < METHOD_GROUPS);
+    if (srv->tasks != NULL && cluster_tasks_dispatch(srv->tasks, req)) {
+        return;
+    }
     /* WRITE, READ, and the StateDigest (computed on the group thread). */
     server_submit(srv, req);
 }
@@ -456,6 +546,9 @@ static void server_tick_cb(uv_timer_t *timer)
 {
     struct server *srv = timer->data;
     uint64_t now = uv_now(srv->loop);
+    if (srv->tasks != NULL) {
+        cluster_tasks_tick(srv->tasks);
+    }
     while (srv->heap_len > 0 && srv->heap[0]->deadline <= now) {
         struct server_request *req = srv->heap[0];
         bool write = req->method->kind == METHOD_KIND_WRITE;
@@ -525,8 +618,8 @@ static int server_resolve(uv_loop_t *loop, const char *address, struct sockaddr_
 }
 
 int server_start(uv_loop_t *loop, const struct node_config *cfg,
-                 struct group *const groups[METHOD_GROUPS], struct server **out, char *errmsg,
-                 size_t errmsg_len)
+                 const struct cluster_config *cluster, struct group *const groups[METHOD_GROUPS],
+                 struct server **out, char *errmsg, size_t errmsg_len)
 {
     *out = NULL;
     struct sockaddr_storage addr;
@@ -542,6 +635,12 @@ int server_start(uv_loop_t *loop, const struct node_config *cfg,
     srv->loop = loop;
     srv->cfg = cfg;
     memcpy(srv->groups, groups, sizeof srv->groups);
+    srv->cluster = cluster;
+    if (cluster != NULL && cluster_tasks_start(srv, &srv->tasks) != 0) {
+        snprintf(errmsg, errmsg_len, "out of memory");
+        free(srv);
+        return GS_ENOMEM;
+    }
     rv = mailbox_init(loop, &srv->reply_box, server_deliver);
     if (rv != 0) {
         snprintf(errmsg, errmsg_len, "cannot create reply mailbox: %s", uv_strerror(rv));
@@ -585,7 +684,11 @@ void server_stop(struct server *srv)
         session_close(srv->sessions, "shutdown");
     }
     assert(srv->heap_len == 0);
-    for (size_t i = 0; i < CONFIG_MAX_PEERS; i++) {
+    if (srv->tasks != NULL) {
+        cluster_tasks_stop(srv->tasks); /* frees itself once its clients close */
+        srv->tasks = NULL;
+    }
+    for (size_t i = 0; i < srv->n_fwd; i++) {
         if (srv->fwd[i].client != NULL) {
             /* Fails its calls with SHUTDOWN: their orphans are freed. */
             gs_client_close(srv->fwd[i].client, server_client_closed_cb, srv);

@@ -16,6 +16,7 @@
 
 #include "../raft/group.h"
 #include "../engine/methods.h"
+#include "cluster_config.h"
 #include "config.h"
 
 struct server;
@@ -23,15 +24,16 @@ struct server;
 /*
  * Create the server on loop and start listening on cfg->client_address.
  * groups[METHOD_GROUP_*] are the Raft groups this node hosts (NULL for one
- * it does not host). cfg and the groups must outlive the server (the groups
+ * it does not host); cluster is the cluster topology (NULL for a lone cell),
+ * used to reach the groups hosted elsewhere. cfg and the groups must outlive the server (the groups
  * until server_stop()).
  * Returns 0, or a GS_E* code with one line in errmsg; on failure the server
  * closes what it opened by itself (the caller keeps running the loop until
  * it is idle) and *out is NULL.
  */
 int server_start(uv_loop_t *loop, const struct node_config *cfg,
-                 struct group *const groups[METHOD_GROUPS], struct server **out, char *errmsg,
-                 size_t errmsg_len);
+                 const struct cluster_config *cluster, struct group *const groups[METHOD_GROUPS],
+                 struct server **out, char *errmsg, size_t errmsg_len);
 
 /* Stop accepting, close every connection and every forwarding client.
  * Requests the group or a forward still holds become orphans, freed when

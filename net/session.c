@@ -54,7 +54,8 @@
 /* ------------------------------------------------------------ state machine */
 
 static const bool request_transitions[REQ_FREED + 1][REQ_FREED + 1] = {
-    [REQ_RECEIVED] = {[REQ_IN_GROUP] = true, [REQ_REPLIED] = true},
+    /* RECEIVED -> FORWARDING: a group this node does not host. */
+    [REQ_RECEIVED] = {[REQ_IN_GROUP] = true, [REQ_FORWARDING] = true, [REQ_REPLIED] = true},
     [REQ_IN_GROUP] = {[REQ_FORWARDING] = true, [REQ_REPLIED] = true, [REQ_ORPHANED] = true},
     [REQ_FORWARDING] = {[REQ_REPLIED] = true, [REQ_ORPHANED] = true},
     [REQ_REPLIED] = {[REQ_FREED] = true},

@@ -15,6 +15,7 @@
 #include "../engine/methods.h"
 #include "../raft/group.h"
 #include "../raft/mailbox.h"
+#include "cluster_config.h"
 #include "config.h"
 #include "geoscale/client.h"
 #include "wire.h"
@@ -104,8 +105,8 @@ struct session {
 };
 
 struct forwarder {
-    uint64_t peer_id;
-    gs_client *client; /* opened lazily on the first forward */
+    uint64_t node_id;
+    gs_client *client; /* opened lazily on the first forward to that node */
 };
 
 struct server {
@@ -119,7 +120,10 @@ struct server {
     size_t n_sessions; /* counted against max_connections */
     uint64_t next_session_id;
     struct session *dirty; /* sessions with output to flush */
-    struct forwarder fwd[CONFIG_MAX_PEERS];
+    const struct cluster_config *cluster; /* NULL for a lone cell */
+    struct cluster_tasks *tasks;          /* with a cluster: signup, routing */
+    struct forwarder *fwd;                /* one per node forwarded to */
+    size_t n_fwd, cap_fwd;
     struct server_request **heap; /* requests held, min-heap by deadline */
     size_t heap_len, heap_cap;
     size_t n_requests; /* allocated, any state */
@@ -150,8 +154,8 @@ void server_flush(struct server *srv);
 void request_reply(struct server_request *req, int status, uint32_t leader_id, const uint8_t *body,
                    size_t len);
 
-/* The request is handed to a holder: RECEIVED -> IN_GROUP, or IN_GROUP ->
- * FORWARDING. Returns 0 or GS_ENOMEM (nothing changed). */
+/* The request is handed to a holder: RECEIVED -> IN_GROUP or FORWARDING, or
+ * IN_GROUP -> FORWARDING. Returns 0 or GS_ENOMEM (nothing changed). */
 int request_hold(struct server_request *req, enum request_state state);
 
 /* While a holder still has it: send `status` (0 = send nothing) and orphan

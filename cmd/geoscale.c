@@ -39,6 +39,7 @@
 #include <jansson.h>
 
 #include "geoscale.pb-c.h"
+#include "metadata.pb-c.h"
 #include "geoscale/client.h"
 #include "geoscale/errors.h"
 
@@ -72,7 +73,7 @@ struct cli;
 struct args;
 
 struct command {
-    const char *group; /* "user", "settings", "cell", or NULL */
+    const char *group; /* "user", "settings", "meta", "cell", or NULL */
     const char *name;
     const char *synopsis; /* what follows the command name in the usage line */
     const char *summary;
@@ -1321,6 +1322,58 @@ static int run_cell_digest(struct cli *cli, const struct args *a)
 
 /* ------------------------------------------------------------- the table */
 
+/* ----------------------------------------------------------------- metadata */
+
+static int run_meta_get(struct cli *cli, const struct args *a)
+{
+    Geoscale__MetadataGetRequest req = GEOSCALE__METADATA_GET_REQUEST__INIT;
+    Geoscale__MetadataGetResponse *resp = NULL;
+    char buf[32];
+
+    if (parse_user_id(a->cmd, "USER_ID", a->pos[0], &req.user_id) != 0) {
+        return EXIT_USAGE;
+    }
+    int rv = cli_call(cli, GEOSCALE__METHOD__METHOD_METADATA_GET, &req.base,
+                      (ProtobufCMessage **)&resp);
+    if (rv != 0) {
+        return fail(rv);
+    }
+    const Geoscale__UserMetadata *m = resp->meta;
+    if (m == NULL) {
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        return fail(GS_EPROTO);
+    }
+    const char *status = enum_name(status_names, N_STATUSES, m->status, buf, sizeof buf);
+    if (cli->json) {
+        json_t *o = jcheck(json_object());
+        jset(o, "user_id", ju64(m->user_id));
+        jset(o, "home_region", jstr(m->home_region));
+        jset(o, "cell_id", ju64(m->cell_id));
+        jset(o, "status", jstr(status));
+        jset(o, "plan", jstr(m->plan));
+        jset(o, "created_at_ms", ju64((uint64_t)m->created_at_ms));
+        jset(o, "profile_version", ju64(m->profile_version));
+        jset(o, "follower_count", ju64(m->follower_count));
+        jset(o, "following_count", ju64(m->following_count));
+        jset(o, "replica_applied_index", ju64(resp->applied_index));
+        emit_json(o);
+    } else {
+        const int w = 16;
+        print_key_u64(w, "user_id", m->user_id);
+        print_key_str(w, "home_region", m->home_region);
+        print_key_u64(w, "cell_id", m->cell_id);
+        print_key_str(w, "status", status);
+        print_key_str(w, "plan", m->plan);
+        print_key_u64(w, "created_at_ms", (uint64_t)m->created_at_ms);
+        print_key_u64(w, "profile_version", m->profile_version);
+        print_key_u64(w, "followers", m->follower_count);
+        print_key_u64(w, "following", m->following_count);
+        print_key_u64(w, "replica_applied", resp->applied_index);
+    }
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return EXIT_OK;
+}
+
 static const struct command commands[] = {
     {"user",
      "create",
@@ -1424,6 +1477,17 @@ static const struct command commands[] = {
      {"USER_ID"},
      settings_set_flags,
      run_settings_set},
+    {"meta",
+     "get",
+     "USER_ID",
+     "Print a user's non-PII metadata (home region, cell, status, plan, counts) as\n"
+     "the first node of --nodes reads it from its region's metadata replica: no\n"
+     "round trip to the metadata leader, so it may lag it by the replication delay.",
+     1,
+     1,
+     {"USER_ID"},
+     no_flags,
+     run_meta_get},
     {"cell",
      "status",
      "",

@@ -241,10 +241,12 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
                             &n_results);
     if (rv != 0) {
         /* A storage failure: this replica cannot go on applying without
-         * diverging. Stop applying; raft reports the error. */
-        log_error("group", "event=apply_failed index=%llu code=%s", (unsigned long long)index,
-                  gs_error_name(rv));
-        return RAFT_IOERR;
+         * diverging. Fail-stop: a restart replays the log from the last
+         * durable state. (Returning an error into libraft 0.22.1 is not an
+         * option: its receive path frees the entries a second time.) */
+        log_error("group", "event=apply_failed index=%llu code=%s detail=\"stopping the node\"",
+                  (unsigned long long)index, gs_error_name(rv));
+        abort();
     }
     if (results != NULL) {
         p->applied = true;
@@ -481,11 +483,17 @@ static void group_propose_batch(struct group *g)
     struct raft_buffer buf = {.base = entry, .len = len};
     int rv = raft_apply(&g->raft, &p->apply, &buf, 1, proposal_apply_cb);
     if (rv != 0) {
-        raft_free(entry);
+        /* NOTLEADER and NOSPACE are refusals before submission: the entry
+         * is still ours and nothing was proposed. Any other error comes
+         * after libraft took (and may have freed) the entry and maybe
+         * appended it: not ours to free, and the outcome is unknown. */
+        if (rv == RAFT_NOTLEADER || rv == RAFT_NOSPACE) {
+            raft_free(entry);
+            status = rv == RAFT_NOTLEADER ? req_not_leader_status(g) : GS_EUNAVAILABLE;
+        } else {
+            status = GS_EUNKNOWN;
+        }
         entry = NULL;
-        status = rv == RAFT_NOTLEADER || rv == RAFT_LEADERSHIPLOST
-                     ? req_not_leader_status(g)
-                     : GS_EUNAVAILABLE;
         log_info("group", "event=propose_refused reason=%s commands=%zu", raft_strerror(rv), n);
         goto fail;
     }
@@ -513,7 +521,8 @@ static void group_propose_batch(struct group *g)
     return;
 
 fail:
-    /* Nothing was proposed: the n requests fail with a retryable status. */
+    /* The n requests fail: retryably if nothing was proposed, else with
+     * an unknown outcome (a retry with the same key is applied once). */
     free(cmds);
     free(cmd_ptrs);
     free(results);

@@ -29,6 +29,13 @@
  * whole entry: nothing of it is committed and the replica must stop, since
  * skipping the entry would make it diverge.
  *
+ * Ownership. After the stateless checks, every request passes
+ * cell_check_owner(): a request about another cell's user is GS_EWRONGCELL
+ * before any handler runs, so it reads and writes nothing.
+ *
+ * Outbox. Handlers that change a user's metadata append outbox rows
+ * (outbox.c) into the same batch; METHOD_OUTBOX_ACK deletes them.
+ *
  * Schema. 'S' schema (= CELL_SCHEMA_VERSION) and 'S' cell_id are written when
  * the DB is created; open refuses a newer schema or another cell's DB.
  */
@@ -44,6 +51,7 @@
 #include "cell_internal.h"
 #include "entry.h"
 #include "geoscale/errors.h"
+#include "metadata.pb-c.h"
 #include "log.h"
 #include "methods.h"
 
@@ -62,6 +70,7 @@ static const cell_handler handlers[] = {
     [GEOSCALE__METHOD__METHOD_LIST_FOLLOWING] = cell_list_following,
     [GEOSCALE__METHOD__METHOD_GET_SETTINGS] = cell_get_settings,
     [GEOSCALE__METHOD__METHOD_SET_SETTINGS] = cell_set_settings,
+    [GEOSCALE__METHOD__METHOD_OUTBOX_ACK] = cell_outbox_ack,
 };
 
 static cell_handler handler_lookup(uint32_t method)
@@ -104,6 +113,11 @@ int cell_fsm_open(const struct cell_fsm_options *opts, struct cell_fsm **out, ch
         snprintf(errmsg, errmsg_len, "cell_id: must be below %u", 1u << CELL_ID_BITS);
         return GS_EINVAL;
     }
+    const char *region = opts->region != NULL ? opts->region : "";
+    if (cell_check_region(region) != 0) {
+        snprintf(errmsg, errmsg_len, "region: must be 0-%d bytes of [a-z0-9-]", CELL_REGION_MAX);
+        return GS_EINVAL;
+    }
     fsm = calloc(1, sizeof *fsm);
     if (fsm == NULL) {
         snprintf(errmsg, errmsg_len, "out of memory");
@@ -112,6 +126,7 @@ int cell_fsm_open(const struct cell_fsm_options *opts, struct cell_fsm **out, ch
     fsm->cell_id = opts->cell_id;
     memcpy(fsm->username_key, opts->username_key, opts->username_key_len);
     fsm->username_key_len = opts->username_key_len;
+    memcpy(fsm->region, region, strlen(region) + 1);
 
     struct rsm_options ro = {.db_path = opts->db_path,
                              .compression = opts->compression,
@@ -127,8 +142,8 @@ int cell_fsm_open(const struct cell_fsm_options *opts, struct cell_fsm **out, ch
         free(fsm);
         return rv;
     }
-    log_info("cell", "event=open cell=%" PRIu32 " applied_index=%" PRIu64, fsm->cell_id,
-             rsm_applied_index(&fsm->rsm));
+    log_info("cell", "event=open cell=%" PRIu32 " region=%s applied_index=%" PRIu64, fsm->cell_id,
+             fsm->region, rsm_applied_index(&fsm->rsm));
     *out = fsm;
     return 0;
 }
@@ -172,6 +187,9 @@ static int run_request(struct cell_ctx *ctx, uint32_t method, const uint8_t *dat
         return GS_EINVAL;
     }
     int rv = cell_check_request(method, req, NULL, 0);
+    if (rv == 0) {
+        rv = cell_check_owner(ctx->fsm->cell_id, ctx->fsm->region, method, req);
+    }
     if (rv == 0) {
         rv = handler(ctx, req, body, len);
     }
@@ -284,6 +302,32 @@ int cell_fsm_apply_empty(struct cell_fsm *fsm, uint64_t index)
 
 /* ---------------------------------------------------------------- read */
 
+/* OutboxRead (the node's shipper, on the group thread): the rows after
+ * after_seq, packed as an OutboxReadResponse. */
+static int cell_outbox_read_packed(struct cell_fsm *fsm, const uint8_t *body, size_t len,
+                                   uint8_t **out, size_t *out_len)
+{
+    Geoscale__OutboxReadRequest *rq = geoscale__outbox_read_request__unpack(NULL, len, body);
+    if (rq == NULL) {
+        return GS_EINVAL;
+    }
+    size_t max_rows = rq->max_rows == 0 ? 256 : rq->max_rows;
+    uint64_t after = rq->after_seq;
+    geoscale__outbox_read_request__free_unpacked(rq, NULL);
+    Geoscale__MetadataRow **rows = NULL;
+    size_t n = 0;
+    int rv = cell_fsm_outbox_read(fsm, after, max_rows, 1024 * 1024, &rows, &n);
+    if (rv != 0) {
+        return rv;
+    }
+    Geoscale__OutboxReadResponse resp = GEOSCALE__OUTBOX_READ_RESPONSE__INIT;
+    resp.n_rows = n;
+    resp.rows = rows;
+    rv = rsm_pack(&resp.base, out, out_len);
+    cell_fsm_outbox_free(rows, n);
+    return rv;
+}
+
 int cell_fsm_read(struct cell_fsm *fsm, uint32_t method, const uint8_t *body, size_t len,
                   struct cell_result *out)
 {
@@ -293,7 +337,9 @@ int cell_fsm_read(struct cell_fsm *fsm, uint32_t method, const uint8_t *body, si
 
     out->body = NULL;
     out->len = 0;
-    if (info == NULL || info->kind != METHOD_KIND_READ) {
+    if (method == GEOSCALE__METHOD__METHOD_OUTBOX_READ) {
+        rv = cell_outbox_read_packed(fsm, body, len, &out->body, &out->len);
+    } else if (info == NULL || info->kind != METHOD_KIND_READ) {
         rv = GS_EUNIMPL;
     } else if (body == NULL && len > 0) {
         rv = GS_EINVAL;

@@ -12,6 +12,21 @@
  * - the RocksDB WAL is on but written unsynced: the Raft log is the durable
  *   record. cell_fsm_sync() makes everything applied so far durable (one
  *   fsync of the WAL), and must be called before libraft may truncate its log.
+ *
+ * Ownership: user_id = cell_id << 40 | seq. A command or read whose subject
+ * user (GetUser by id, UpdateUser, Get/SetSettings, List*, the actor of an
+ * edge command, the assigned id of CreateUser) belongs to another cell
+ * answers GS_EWRONGCELL and changes nothing.
+ *
+ * Metadata outbox (docs/CLUSTER.md, "Metadata outbox"): every change of a
+ * user's metadata (create; update, which bumps the profile version; follower
+ * or following counts moved by Follow, Unfollow or Block) writes, in the same
+ * WriteBatch, one outbox row per changed user per command: a packed
+ * geoscale.MetadataRow {seq, UserMetadata after the change}, no PII. seq is
+ * per cell, dense, strictly increasing from 1, assigned in apply. The
+ * leader's shipper reads rows with cell_fsm_outbox_read() and, once the
+ * metadata group has them, proposes METHOD_OUTBOX_ACK {up_to_seq}, which
+ * deletes the rows up to that seq.
  */
 #ifndef GS_ENGINE_CELL_FSM_H
 #define GS_ENGINE_CELL_FSM_H
@@ -19,6 +34,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "metadata.pb-c.h"
 
 struct cell_fsm;
 
@@ -28,6 +45,11 @@ struct cell_fsm_options {
     const uint8_t *username_key;  /* HMAC key for username hashes */
     size_t username_key_len;      /* 16..64 bytes */
     bool compression;             /* false for residency scans */
+    const char *region;           /* the cell's region, 0..32 bytes of [a-z0-9-];
+                                     NULL = "" (lone cell). The home_region of
+                                     outbox rows; a CreateUser naming another
+                                     region is refused (GS_EWRONGCELL). Every
+                                     replica of a cell must be given the same. */
 };
 
 /* Result of one command. `body` is a packed protobuf response message (the
@@ -102,6 +124,36 @@ int cell_validate_request(uint32_t method,
                           size_t len,
                           char *errmsg,
                           size_t errmsg_len);
+
+/* ---------------------------------------------------------------- outbox */
+
+/*
+ * The outbox rows with seq > after_seq, ascending, as of the last committed
+ * entry: at most max_rows (0: none) and, after the first, no more than
+ * max_bytes of packed rows in all (the first row is always returned, so one
+ * large row cannot stall the shipper). Rows are dense: row i has seq
+ * after_seq + 1 + i unless rows up to there were acknowledged already.
+ *
+ * On success returns 0 with *rows (NULL when *n_rows == 0) owned by the
+ * caller, freed with cell_fsm_outbox_free(). Returns GS_ENOMEM or GS_EIO
+ * (also for a stored row that does not unpack or whose seq is not its key's)
+ * with *rows NULL and *n_rows 0. Call on the group's thread, outside apply.
+ */
+int cell_fsm_outbox_read(struct cell_fsm *fsm,
+                         uint64_t after_seq,
+                         size_t max_rows,
+                         size_t max_bytes,
+                         Geoscale__MetadataRow ***rows,
+                         size_t *n_rows);
+
+/* Free what cell_fsm_outbox_read() returned. rows NULL is ok. */
+void cell_fsm_outbox_free(Geoscale__MetadataRow **rows, size_t n_rows);
+
+/* The highest outbox seq ever assigned (0: none yet), as of the last
+ * committed entry; acknowledged rows keep counting. Rows still pending are
+ * those above the last METHOD_OUTBOX_ACK's up_to_seq. A storage error is
+ * logged and reads as 0. Call on the group's thread, outside apply. */
+uint64_t cell_fsm_outbox_last_seq(struct cell_fsm *fsm);
 
 /* Make everything applied so far durable (rocksdb_flush_wal with sync). */
 int cell_fsm_sync(struct cell_fsm *fsm);

@@ -8,6 +8,7 @@
  *   profile.c    CreateUser, GetUser, UpdateUser
  *   graph.c      Follow, Unfollow, Block, Unblock, ListFollowers/Following
  *   settings.c   GetSettings, SetSettings, defaults
+ *   outbox.c     metadata outbox rows, OutboxAck, the shipper's reads
  *   privacy.c    what a viewer may see of a profile
  *   validate.c   stateless request checks (also run again on apply)
  *
@@ -19,7 +20,8 @@
  * Handler rule: check everything first, write after. A handler that returns
  * an error has written nothing. GS_EIO and GS_ENOMEM from a handler are fatal
  * for the whole entry (nothing of it is committed); any other error is the
- * command's own outcome.
+ * command's own outcome. The one write a handler makes after its own is its
+ * outbox rows (cell_outbox_append), which fail only fatally.
  */
 #ifndef GS_ENGINE_CELL_INTERNAL_H
 #define GS_ENGINE_CELL_INTERNAL_H
@@ -32,6 +34,7 @@
 
 #include "geoscale.pb-c.h"
 #include "keys.h"
+#include "metadata.pb-c.h"
 #include "rsm.h"
 
 #define CELL_SCHEMA_VERSION 1
@@ -46,6 +49,7 @@
 #define CELL_BIO_MAX 4096
 #define CELL_AVATAR_URL_MAX 1024
 #define CELL_PLAN_MAX 32
+#define CELL_REGION_MAX 32 /* as the metadata group's home_region */
 
 #define CELL_LIST_DEFAULT 100
 #define CELL_LIST_MAX 1000
@@ -69,7 +73,14 @@ struct cell_fsm {
     uint32_t cell_id;
     uint8_t username_key[64];
     size_t username_key_len;
+    char region[CELL_REGION_MAX + 1]; /* "" for a lone cell */
 };
+
+/* The cell a user id belongs to. */
+static inline uint32_t cell_of_user(uint64_t user_id)
+{
+    return (uint32_t)(user_id >> CELL_USER_SEQ_BITS);
+}
 
 struct cell_ctx {
     struct cell_fsm *fsm;
@@ -117,6 +128,14 @@ int cell_pack(const ProtobufCMessage *msg, uint8_t **body, size_t *len);
 int cell_check_request(uint32_t method, const ProtobufCMessage *req, char *errmsg, size_t len);
 /* Username syntax: 1-64 bytes of [a-z0-9_.]. Returns 0, GS_EINVAL or GS_ETOOBIG. */
 int cell_check_username(const char *username);
+/* Region syntax: 0-32 bytes of [a-z0-9-]. Returns 0, GS_EINVAL or GS_ETOOBIG. */
+int cell_check_region(const char *region);
+/* Whether a checked request of `method` is this cell's to serve: the subject
+ * user (see cell_fsm.h, "Ownership") must be of cell `cell_id`, and a
+ * CreateUser naming a home region must name the cell's own `region` (when the
+ * cell knows it). Returns 0 or GS_EWRONGCELL. Pure. */
+int cell_check_owner(uint32_t cell_id, const char *region, uint32_t method,
+                     const ProtobufCMessage *req);
 
 /* ---------------------------------------------------------------- handlers */
 
@@ -142,6 +161,7 @@ int cell_get_settings(struct cell_ctx *ctx, const ProtobufCMessage *req, uint8_t
                       size_t *len);
 int cell_set_settings(struct cell_ctx *ctx, const ProtobufCMessage *req, uint8_t **body,
                       size_t *len);
+int cell_outbox_ack(struct cell_ctx *ctx, const ProtobufCMessage *req, uint8_t **body, size_t *len);
 
 /* ---------------------------------------------------------------- shared helpers */
 
@@ -156,6 +176,12 @@ int cell_counts_store(struct cell_ctx *ctx, uint64_t user_id, uint64_t followers
 
 /* graph.c: whether the edge key prefix+a+b exists. 0 and *exists, or GS_EIO. */
 int cell_edge_exists(struct cell_ctx *ctx, uint8_t prefix, uint64_t a, uint64_t b, bool *exists);
+
+/* outbox.c: append the outbox row of user_id's metadata as it stands in the
+ * entry (after the command's own writes), with the next outbox seq. Call
+ * last, once per changed user. Returns 0, or a fatal code: GS_ENOMEM, or
+ * GS_EIO (also when the user has no profile: a broken invariant). */
+int cell_outbox_append(struct cell_ctx *ctx, uint64_t user_id);
 
 /* settings.c: the defaults of a new user. */
 void cell_settings_default(Geoscale__Settings *s);

@@ -11,6 +11,16 @@
  *
  * Invariant: no follow edge exists between two users while either blocks the
  * other (Block removes both directions; Follow refuses while a block exists).
+ *
+ * Cells. The actor must be this cell's user (checked before the handler:
+ * GS_EWRONGCELL otherwise). Both endpoints are this cell's for now: a target
+ * homed in another cell is answered GS_ENOTFOUND, as a user that does not
+ * exist (require_users), until cross-cell edge halves travel by outbox.
+ *
+ * Outbox. A command that moves counters (Follow, Unfollow, a Block that
+ * removed follow edges) appends one outbox row for the actor, then one for
+ * the target, after its own writes. Unblock and a Block that removes no
+ * follow edge change no metadata and write no row.
  */
 #include <stdlib.h>
 
@@ -25,9 +35,16 @@ int cell_edge_exists(struct cell_ctx *ctx, uint8_t prefix, uint64_t a, uint64_t 
     return cell_kv_exists(ctx, &k, exists);
 }
 
+/* Both the actor `a` (this cell's, checked before the handler) and the
+ * target `b` exist here. */
 static int require_users(struct cell_ctx *ctx, uint64_t a, uint64_t b)
 {
     bool exists = false;
+    if (cell_of_user(b) != ctx->fsm->cell_id) {
+        /* A target of another cell: cross-cell edges are not built yet, so
+         * it is unknown here. Kept explicit so that step replaces it. */
+        return GS_ENOTFOUND;
+    }
     int rv = cell_user_exists(ctx, a, &exists);
     if (rv != 0) {
         return rv;
@@ -75,14 +92,22 @@ static int counts_load2(struct cell_ctx *ctx, uint64_t a, struct counts *ca, uin
     return cell_counts_load(ctx, b, &cb->followers, &cb->following);
 }
 
+/* Store both users' counters and append their outbox rows (a, then b).
+ * 0 or a fatal code. */
 static int counts_store2(struct cell_ctx *ctx, uint64_t a, const struct counts *ca, uint64_t b,
                          const struct counts *cb)
 {
     int rv = cell_counts_store(ctx, a, ca->followers, ca->following);
-    if (rv != 0) {
-        return rv;
+    if (rv == 0) {
+        rv = cell_counts_store(ctx, b, cb->followers, cb->following);
     }
-    return cell_counts_store(ctx, b, cb->followers, cb->following);
+    if (rv == 0) {
+        rv = cell_outbox_append(ctx, a);
+    }
+    if (rv == 0) {
+        rv = cell_outbox_append(ctx, b);
+    }
+    return rv;
 }
 
 /* Delete the follow edge follower -> followee (it exists) and adjust the

@@ -16,6 +16,7 @@
  *   'B' blocker blocked              ""   blocks made by blocker
  *   'b' blocked blocker              ""   blocks suffered by blocked
  *   'T' user_id                      Settings
+ *   'X' seq                          MetadataRow (metadata outbox, see outbox.c)
  *   'R' client_id client_seq         StoredResult (idempotent retries)
  *   'r' ts_ms client_id client_seq   ""   time index over 'R' for expiry
  *
@@ -41,6 +42,7 @@
 #define KEY_PREFIX_BLOCK 'B'
 #define KEY_PREFIX_BLOCKED_BY 'b'
 #define KEY_PREFIX_SETTINGS 'T'
+#define KEY_PREFIX_OUTBOX 'X'
 #define KEY_PREFIX_RESULT 'R'
 #define KEY_PREFIX_RESULT_TIME 'r'
 
@@ -49,6 +51,7 @@
 #define KEY_SYS_CELL_ID "cell_id"
 #define KEY_SYS_APPLIED_INDEX "applied_index" /* node-local bookkeeping */
 #define KEY_SYS_NEXT_USER_SEQ "next_user_seq"
+#define KEY_SYS_OUTBOX_SEQ "outbox_seq" /* the last outbox seq assigned (0: none) */
 
 #define KEY_USERNAME_HASH_LEN 32
 #define KEY_ID_LEN 9           /* prefix + u64 */
@@ -70,7 +73,8 @@ uint64_t key_get_u64(const uint8_t *src);
 /* 'S' + name. name is one of KEY_SYS_*; it must fit (asserted). */
 void key_system(struct key *k, const char *name);
 
-/* prefix + id: USER, COUNTS, SETTINGS, and the scan start of a pair family. */
+/* prefix + id: USER, COUNTS, SETTINGS, OUTBOX (id = seq), and the scan start
+ * of a pair family. */
 void key_id(struct key *k, uint8_t prefix, uint64_t id);
 
 /* prefix + a + b: FOLLOWER, FOLLOWING, BLOCK, BLOCKED_BY, RESULT. */

@@ -6,9 +6,16 @@
  * carry the counters filled in. The username is unique in the cell through
  * 'N'+HMAC(username) -> user_id: the key holds a keyed hash, never the name.
  *
- * user_id = cell_id << 40 | seq, with seq taken from the replicated counter
- * 'S' next_user_seq (first user: 1). Ids are therefore dense per cell, carry
- * their cell, and are assigned identically on every replica.
+ * user_id = cell_id << 40 | seq. In a cluster the directory allocates it
+ * (CreateUserRequest.user_id, docs/CLUSTER.md "Signup"): it must be this
+ * cell's (checked before the handler, cell_check_owner) and not exist yet
+ * (GS_EEXIST). A lone cell (user_id 0) takes seq from the replicated counter
+ * 'S' next_user_seq (first user: 1). An assigned id also moves that counter
+ * past its seq, so the two ways never hand out the same id. Either way ids
+ * carry their cell and are the same on every replica.
+ *
+ * Create and update are metadata changes (a new user; status, plan, profile
+ * version): each appends one outbox row (outbox.c) after its own writes.
  *
  * Every handler checks first and writes last; a handler that fails has
  * written nothing.
@@ -90,7 +97,7 @@ int cell_create_user(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t 
     struct key name_key, seq_key, k;
     uint8_t *out = NULL;
     size_t out_len = 0;
-    uint64_t seq = 1;
+    uint64_t seq = 1, next_seq = 0, user_id = 0;
     bool taken = false;
     int rv;
 
@@ -110,12 +117,28 @@ int cell_create_user(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t 
     } else if (rv != 0) {
         goto err;
     }
-    if (seq >= (UINT64_C(1) << CELL_USER_SEQ_BITS)) {
-        log_error("cell", "event=user_seq_exhausted cell=%u", ctx->fsm->cell_id);
-        rv = GS_EINTERNAL;
-        goto err;
+    if (req->user_id != 0) {
+        /* Assigned by the directory; its cell was checked by cell_check_owner. */
+        uint64_t assigned = req->user_id & ((UINT64_C(1) << CELL_USER_SEQ_BITS) - 1);
+        rv = cell_user_exists(ctx, req->user_id, &taken);
+        if (rv != 0) {
+            goto err;
+        }
+        if (taken) {
+            rv = GS_EEXIST;
+            goto err;
+        }
+        user_id = req->user_id;
+        next_seq = assigned >= seq ? assigned + 1 : seq;
+    } else {
+        if (seq >= (UINT64_C(1) << CELL_USER_SEQ_BITS)) {
+            log_error("cell", "event=user_seq_exhausted cell=%u", ctx->fsm->cell_id);
+            rv = GS_EINTERNAL;
+            goto err;
+        }
+        user_id = ((uint64_t)ctx->fsm->cell_id << CELL_USER_SEQ_BITS) | seq;
+        next_seq = seq + 1;
     }
-    uint64_t user_id = ((uint64_t)ctx->fsm->cell_id << CELL_USER_SEQ_BITS) | seq;
 
     p.user_id = user_id;
     p.username = req->username;
@@ -153,13 +176,18 @@ int cell_create_user(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t 
         goto err;
     }
     cell_kv_put_u64(ctx, &name_key, user_id);
-    cell_kv_put_u64(ctx, &seq_key, seq + 1);
+    cell_kv_put_u64(ctx, &seq_key, next_seq);
+    rv = cell_outbox_append(ctx, user_id);
+    if (rv != 0) {
+        goto err;
+    }
     log_debug("cell", "event=user_created user=%llu", (unsigned long long)user_id);
     *body = out;
     *len = out_len;
     return 0;
 err:
-    /* Only GS_ENOMEM can fail after a write; it aborts the whole entry. */
+    /* Only fatal codes (GS_ENOMEM, GS_EIO) can fail after a write; they abort
+     * the whole entry. */
     free(out);
     return rv;
 }
@@ -328,6 +356,10 @@ int cell_update_user(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t 
     p.following_count = 0;
     key_id(&k, KEY_PREFIX_USER, req->user_id);
     rv = cell_kv_put_msg(ctx, &k, &p.base);
+    if (rv != 0) {
+        goto out;
+    }
+    rv = cell_outbox_append(ctx, req->user_id);
     if (rv != 0) {
         goto out;
     }

@@ -8,6 +8,10 @@
  * default, so the engine never has to guess what "unspecified" means when it
  * decides what a viewer sees. SetSettings changes only the fields that are
  * not UNSPECIFIED in the request.
+ *
+ * Settings values are PII and not metadata: SetSettings writes no outbox
+ * row. The user must be this cell's (GS_EWRONGCELL, checked before the
+ * handler).
  */
 #include <stdlib.h>
 

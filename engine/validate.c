@@ -8,6 +8,9 @@
  *
  * Error messages name the offending field and the rule, never the value:
  * values are PII and error messages end up in logs and client output.
+ *
+ * cell_check_owner() is the one check that depends on the cell (its id and
+ * region), not on the request alone; it runs inside the cell only.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -42,6 +45,21 @@ int cell_check_username(const char *username)
     for (size_t i = 0; i < n; i++) {
         char c = username[i];
         if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.')) {
+            return GS_EINVAL;
+        }
+    }
+    return 0;
+}
+
+int cell_check_region(const char *region)
+{
+    size_t n = strlen(region);
+    if (n > CELL_REGION_MAX) {
+        return GS_ETOOBIG;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = region[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
             return GS_EINVAL;
         }
     }
@@ -125,6 +143,17 @@ static int check_create_user(const Geoscale__CreateUserRequest *r, char *e, size
         (rv = check_len("plan", r->plan, CELL_PLAN_MAX, e, n)) != 0 ||
         (rv = check_birth_date(r->birth_date, e, n)) != 0) {
         return rv;
+    }
+    rv = cell_check_region(r->region);
+    if (rv == GS_ETOOBIG) {
+        return fail(rv, e, n, "region: longer than %d bytes", CELL_REGION_MAX);
+    }
+    if (rv != 0) {
+        return fail(rv, e, n, "region: only [a-z0-9-]");
+    }
+    /* An assigned id is cell_id << 40 | seq with seq >= 1, as the cell's own. */
+    if (r->user_id != 0 && (r->user_id & ((UINT64_C(1) << CELL_USER_SEQ_BITS) - 1)) == 0) {
+        return fail(GS_EINVAL, e, n, "user_id: sequence part must not be 0");
     }
     return 0;
 }
@@ -245,6 +274,14 @@ static int check_set_settings(const Geoscale__SetSettingsRequest *r, char *e, si
     return 0;
 }
 
+static int check_outbox_ack(const Geoscale__OutboxAckRequest *r, char *e, size_t n)
+{
+    if (r->up_to_seq == 0) {
+        return fail(GS_EINVAL, e, n, "up_to_seq: required");
+    }
+    return 0;
+}
+
 int cell_check_request(uint32_t method, const ProtobufCMessage *req, char *e, size_t n)
 {
     switch (method) {
@@ -266,9 +303,59 @@ int cell_check_request(uint32_t method, const ProtobufCMessage *req, char *e, si
         return check_get_settings((const Geoscale__GetSettingsRequest *)req, e, n);
     case GEOSCALE__METHOD__METHOD_SET_SETTINGS:
         return check_set_settings((const Geoscale__SetSettingsRequest *)req, e, n);
+    case GEOSCALE__METHOD__METHOD_OUTBOX_ACK:
+        return check_outbox_ack((const Geoscale__OutboxAckRequest *)req, e, n);
     default:
         return fail(GS_EUNIMPL, e, n, "method %u: not a cell method", method);
     }
+}
+
+/* The user a request is about, or 0 when it names none this cell must own
+ * (GetUser by username, OutboxAck). */
+static uint64_t subject_user(uint32_t method, const ProtobufCMessage *req)
+{
+    switch (method) {
+    case GEOSCALE__METHOD__METHOD_CREATE_USER:
+        return ((const Geoscale__CreateUserRequest *)req)->user_id;
+    case GEOSCALE__METHOD__METHOD_GET_USER:
+        return ((const Geoscale__GetUserRequest *)req)->user_id;
+    case GEOSCALE__METHOD__METHOD_UPDATE_USER:
+        return ((const Geoscale__UpdateUserRequest *)req)->user_id;
+    case GEOSCALE__METHOD__METHOD_FOLLOW:
+    case GEOSCALE__METHOD__METHOD_UNFOLLOW:
+    case GEOSCALE__METHOD__METHOD_BLOCK:
+    case GEOSCALE__METHOD__METHOD_UNBLOCK:
+        /* The actor's cell holds the edge and applies it. A target of another
+         * cell is not a routing error: see graph.c. */
+        return ((const Geoscale__EdgeRequest *)req)->actor_id;
+    case GEOSCALE__METHOD__METHOD_LIST_FOLLOWERS:
+    case GEOSCALE__METHOD__METHOD_LIST_FOLLOWING:
+        return ((const Geoscale__ListEdgesRequest *)req)->user_id;
+    case GEOSCALE__METHOD__METHOD_GET_SETTINGS:
+        return ((const Geoscale__GetSettingsRequest *)req)->user_id;
+    case GEOSCALE__METHOD__METHOD_SET_SETTINGS:
+        return ((const Geoscale__SetSettingsRequest *)req)->user_id;
+    default:
+        return 0;
+    }
+}
+
+int cell_check_owner(uint32_t cell_id, const char *region, uint32_t method,
+                     const ProtobufCMessage *req)
+{
+    uint64_t user_id = subject_user(method, req);
+    if (user_id != 0 && cell_of_user(user_id) != cell_id) {
+        return GS_EWRONGCELL;
+    }
+    if (method == GEOSCALE__METHOD__METHOD_CREATE_USER) {
+        /* PII is stored only in the user's home region: a signup routed to a
+         * cell of another region must not land here. */
+        const char *home = ((const Geoscale__CreateUserRequest *)req)->region;
+        if (home[0] != '\0' && region[0] != '\0' && strcmp(home, region) != 0) {
+            return GS_EWRONGCELL;
+        }
+    }
+    return 0;
 }
 
 int cell_validate_request(uint32_t method, const uint8_t *body, size_t len, char *errmsg,

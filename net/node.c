@@ -62,6 +62,7 @@ struct node_group {
 
 struct gs_node {
     const struct node_config *cfg;
+    const struct cluster_config *cluster; /* NULL for a lone cell */
     const struct node_group_spec *specs;
     size_t n_specs;
     uv_loop_t loop;
@@ -108,6 +109,7 @@ static int node_sm_open(const struct node_config *cfg, const struct node_group_s
             .username_key = cfg->username_hash_key,
             .username_key_len = cfg->username_hash_key_len,
             .compression = cfg->compression,
+            .region = cfg->region,
         };
         return cell_fsm_open(&o, (struct cell_fsm **)sm, errmsg, errmsg_len);
     }
@@ -279,7 +281,8 @@ static int node_start(struct gs_node *node)
     for (int k = 0; k < METHOD_GROUPS; k++) {
         groups[k] = node->groups[k].group;
     }
-    rv = server_start(&node->loop, cfg, groups, &node->server, errmsg, sizeof errmsg);
+    rv = server_start(&node->loop, cfg, node->cluster, groups, &node->server, errmsg,
+                      sizeof errmsg);
     if (rv != 0) {
         log_error("node", "event=start_failed step=server code=%s detail=\"%s\"", gs_error_name(rv),
                   errmsg);
@@ -308,10 +311,10 @@ void node_checkpoint_dir(const struct node_config *cfg, char *buf, size_t len)
     snprintf(buf, len, "%s/" NODE_CHECKPOINT_SUBDIR, cfg->data_dir);
 }
 
-static int node_run_specs(const struct node_config *cfg, const struct node_group_spec *specs,
-                          size_t n_specs)
+static int node_run_specs(const struct node_config *cfg, const struct cluster_config *cluster,
+                          const struct node_group_spec *specs, size_t n_specs)
 {
-    struct gs_node node = {.cfg = cfg, .specs = specs, .n_specs = n_specs};
+    struct gs_node node = {.cfg = cfg, .cluster = cluster, .specs = specs, .n_specs = n_specs};
     int rv = uv_loop_init(&node.loop);
     if (rv != 0) {
         log_error("node", "event=start_failed step=loop error=%s", uv_err_name(rv));
@@ -353,7 +356,7 @@ int node_run(const struct node_config *cfg)
                  cfg->peers[i].client_address);
     }
     spec.n_peers = cfg->n_peers;
-    return node_run_specs(cfg, &spec, 1);
+    return node_run_specs(cfg, NULL, &spec, 1);
 }
 
 static enum method_group node_slot_of(enum cluster_group_kind kind)
@@ -454,7 +457,7 @@ int node_run_cluster(const struct cluster_config *cc, uint64_t node_id)
         log_error("node", "event=start_failed step=cluster_config detail=\"%s\"", errmsg);
         return 2;
     }
-    rv = node_run_specs(&cfg, specs, n_specs);
+    rv = node_run_specs(&cfg, cc, specs, n_specs);
     free(specs);
     return rv;
 }

@@ -531,6 +531,13 @@ void server_dispatch(struct server *srv, struct server_request *req)
         server_transfer(srv, req);
         return;
     }
+    if (req->header.method == GEOSCALE__METHOD__METHOD_OUTBOX_READ ||
+        req->header.method == GEOSCALE__METHOD__METHOD_OUTBOX_ACK) {
+        /* The node's own shipper reads and acknowledges its cell's outbox
+         * through the group; nobody may over the network. */
+        request_reply(req, GS_EDENIED, 0, NULL, 0);
+        return;
+    }
     /* Every other node-local method is answered above. */
     assert(req->method->group < METHOD_GROUPS);
     if (srv->tasks != NULL && cluster_tasks_dispatch(srv->tasks, req)) {

@@ -50,13 +50,14 @@ static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *
     return remove(p);
 }
 
-static struct cell_fsm *open_at(const char *path, uint32_t cell_id)
+static struct cell_fsm *open_region(const char *path, uint32_t cell_id, const char *region)
 {
     struct cell_fsm_options o = {.db_path = path,
                                  .cell_id = cell_id,
                                  .username_key = hmac_key,
                                  .username_key_len = sizeof hmac_key,
-                                 .compression = false};
+                                 .compression = false,
+                                 .region = region};
     struct cell_fsm *fsm = NULL;
     char err[256];
     int rv = cell_fsm_open(&o, &fsm, err, sizeof err);
@@ -64,6 +65,11 @@ static struct cell_fsm *open_at(const char *path, uint32_t cell_id)
         fail_msg("open: %s (%s)", gs_error_name(rv), err);
     }
     return fsm;
+}
+
+static struct cell_fsm *open_at(const char *path, uint32_t cell_id)
+{
+    return open_region(path, cell_id, NULL);
 }
 
 static void fx_init(struct fx *f)
@@ -370,6 +376,16 @@ static void test_open_refuses(void **state)
     o.username_key_len = sizeof hmac_key;
     o.cell_id = 1u << 24;
     assert_int_equal(cell_fsm_open(&o, &fsm, err, sizeof err), GS_EINVAL);
+    o.cell_id = CELL;
+    const char *bad_regions[] = {"EU", "us_east", "eu west", "abcdefghijklmnopqrstuvwxyz0123456"};
+    for (size_t i = 0; i < sizeof bad_regions / sizeof bad_regions[0]; i++) {
+        o.region = bad_regions[i];
+        err[0] = '\0';
+        assert_int_equal(cell_fsm_open(&o, &fsm, err, sizeof err), GS_EINVAL);
+        assert_null(fsm);
+        assert_non_null(strstr(err, "region"));
+    }
+    o.region = NULL;
 
     /* A newer schema. */
     rocksdb_options_t *ro = rocksdb_options_create();
@@ -1220,6 +1236,176 @@ static void test_batch_sees_earlier_commands(void **state)
     assert_int_equal(cell_fsm_sync(f->fsm), 0);
 }
 
+/* ---------------------------------------------------------------- cells */
+
+#define OTHER_CELL (CELL + 1)
+#define OTHER_UID(seq) (((uint64_t)OTHER_CELL << 40) | (uint64_t)(seq))
+
+static int create_assigned(struct fx *f, const char *name, uint64_t user_id, const char *region,
+                           uint64_t *got)
+{
+    Geoscale__CreateUserRequest req = GEOSCALE__CREATE_USER_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    req.username = (char *)name;
+    req.user_id = user_id;
+    req.region = (char *)(region != NULL ? region : "");
+    int rv = write1(f, GEOSCALE__METHOD__METHOD_CREATE_USER, 0, 0, &req.base, &resp);
+    if (rv == 0) {
+        Geoscale__CreateUserResponse *r = (Geoscale__CreateUserResponse *)resp;
+        assert_int_equal(r->profile->user_id, r->user_id);
+        if (got != NULL) {
+            *got = r->user_id;
+        }
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    return rv;
+}
+
+static void test_assigned_user_id(void **state)
+{
+    struct fx *f = *state;
+    uint64_t got = 0;
+    /* The directory's id is used as it is. */
+    assert_int_equal(create_assigned(f, "alice", UID(100), NULL, &got), 0);
+    assert_int_equal(got, UID(100));
+    int st = 0;
+    Geoscale__GetUserResponse *g = get_user(f, UID(100), UID(100), &st);
+    assert_int_equal(st, 0);
+    assert_string_equal(g->profile->username, "alice");
+    geoscale__get_user_response__free_unpacked(g, NULL);
+    /* The cell's own sequence moves past it: a lone-cell create never
+     * collides with an assigned id. */
+    assert_int_equal(create_user(f, "bob"), UID(101));
+    /* An assigned id below the counter is used and leaves the counter. */
+    assert_int_equal(create_assigned(f, "carol", UID(5), NULL, &got), 0);
+    assert_int_equal(got, UID(5));
+    assert_int_equal(create_user(f, "dave"), UID(102));
+
+    /* Refusals change nothing. */
+    struct digest before = digest(f);
+    /* Another cell's id. */
+    assert_int_equal(create_assigned(f, "erin", OTHER_UID(1), NULL, NULL), GS_EWRONGCELL);
+    assert_int_equal(create_assigned(f, "erin", OTHER_UID(100), NULL, NULL), GS_EWRONGCELL);
+    /* An id that exists (under another name) or a name that exists. */
+    assert_int_equal(create_assigned(f, "erin", UID(100), NULL, NULL), GS_EEXIST);
+    assert_int_equal(create_assigned(f, "erin", UID(101), NULL, NULL), GS_EEXIST);
+    assert_int_equal(create_assigned(f, "alice", UID(200), NULL, NULL), GS_EEXIST);
+    /* Sequence part 0 is no user id. */
+    assert_int_equal(create_assigned(f, "erin", UID(0), NULL, NULL), GS_EINVAL);
+    assert_digest_equal(digest(f), before);
+    assert_null(get_user(f, UID(200), 0, &st));
+    assert_int_equal(st, GS_ENOTFOUND);
+    /* erin was never created: her name is free. */
+    assert_int_equal(create_assigned(f, "erin", UID(200), NULL, &got), 0);
+    assert_int_equal(got, UID(200));
+}
+
+static void test_create_user_region(void **state)
+{
+    struct fx *f = *state;
+    /* A lone cell (no region) accepts any well-formed region. */
+    assert_int_equal(create_assigned(f, "a1", 0, "eu", NULL), 0);
+    assert_int_equal(create_assigned(f, "a2", 0, "us-east", NULL), 0);
+    struct digest before = digest(f);
+    assert_int_equal(create_assigned(f, "a3", 0, "Eu", NULL), GS_EINVAL);
+    assert_int_equal(create_assigned(f, "a3", 0, "abcdefghijklmnopqrstuvwxyz0123456", NULL),
+                     GS_ETOOBIG);
+    assert_digest_equal(digest(f), before);
+
+    /* A cell of region "eu": signups homed elsewhere are not its to store. */
+    cell_fsm_close(f->fsm);
+    f->fsm = open_region(f->path, CELL, "eu");
+    before = digest(f);
+    assert_int_equal(create_assigned(f, "b1", 0, "us-east", NULL), GS_EWRONGCELL);
+    assert_int_equal(create_assigned(f, "b1", UID(50), "asia", NULL), GS_EWRONGCELL);
+    assert_digest_equal(digest(f), before);
+    assert_int_equal(create_assigned(f, "b1", 0, "eu", NULL), 0);
+    assert_int_equal(create_assigned(f, "b2", 0, "", NULL), 0); /* "": the node's region */
+
+    /* The longest region name is accepted. */
+    cell_fsm_close(f->fsm);
+    f->fsm = open_region(f->path, CELL, "abcdefghijklmnopqrstuvwxyz012345");
+    assert_int_equal(create_assigned(f, "c1", 0, "abcdefghijklmnopqrstuvwxyz012345", NULL), 0);
+}
+
+/* Every method naming a user of another cell answers WRONG_CELL, as a read
+ * and inside an entry, and changes nothing. */
+static void test_ownership(void **state)
+{
+    struct fx *f = *state;
+    uint64_t a = create_user(f, "alice"), b = create_user(f, "bob");
+    assert_int_equal(edge(f, FOLLOW, b, a, NULL), 0);
+    uint64_t o = OTHER_UID(1);
+    struct digest before = digest(f);
+    int st = 0;
+
+    /* Reads. */
+    assert_null(get_user(f, o, a, &st));
+    assert_int_equal(st, GS_EWRONGCELL);
+    assert_null(list(f, GEOSCALE__METHOD__METHOD_LIST_FOLLOWERS, o, 0, 0, &st));
+    assert_int_equal(st, GS_EWRONGCELL);
+    assert_null(list(f, GEOSCALE__METHOD__METHOD_LIST_FOLLOWING, o, 0, 0, &st));
+    assert_int_equal(st, GS_EWRONGCELL);
+    Geoscale__GetSettingsRequest gs = GEOSCALE__GET_SETTINGS_REQUEST__INIT;
+    gs.user_id = o;
+    assert_int_equal(read1(f, GEOSCALE__METHOD__METHOD_GET_SETTINGS, &gs.base, NULL),
+                     GS_EWRONGCELL);
+    /* A viewer of another cell is fine: the subject is ours. */
+    Geoscale__GetUserResponse *g = get_user(f, a, o, &st);
+    assert_int_equal(st, 0);
+    assert_int_equal(g->profile->user_id, a);
+    geoscale__get_user_response__free_unpacked(g, NULL);
+
+    /* Writes. */
+    Geoscale__UpdateUserRequest ur = GEOSCALE__UPDATE_USER_REQUEST__INIT;
+    Geoscale__ProfileField fields[] = {GEOSCALE__PROFILE_FIELD__PROFILE_FIELD_BIO};
+    ur.user_id = o;
+    ur.fields = fields;
+    ur.n_fields = 1;
+    ur.bio = "x";
+    assert_int_equal(write1(f, GEOSCALE__METHOD__METHOD_UPDATE_USER, 0, 0, &ur.base, NULL),
+                     GS_EWRONGCELL);
+    Geoscale__SetSettingsRequest sr = GEOSCALE__SET_SETTINGS_REQUEST__INIT;
+    Geoscale__Settings s = GEOSCALE__SETTINGS__INIT;
+    s.bio_visibility = GEOSCALE__VISIBILITY__VISIBILITY_PRIVATE;
+    sr.user_id = o;
+    sr.settings = &s;
+    assert_int_equal(write1(f, GEOSCALE__METHOD__METHOD_SET_SETTINGS, 0, 0, &sr.base, NULL),
+                     GS_EWRONGCELL);
+    const uint32_t edges[] = {FOLLOW, UNFOLLOW, BLOCK, UNBLOCK};
+    for (size_t i = 0; i < 4; i++) {
+        /* Another cell's actor, whatever the target. */
+        assert_int_equal(edge(f, edges[i], o, a, NULL), GS_EWRONGCELL);
+        assert_int_equal(edge(f, edges[i], o, UID(99), NULL), GS_EWRONGCELL);
+        /* Our actor, a target of another cell: not known here (yet). */
+        assert_int_equal(edge(f, edges[i], a, o, NULL), GS_ENOTFOUND);
+    }
+    /* Reads inside an entry are checked the same way. */
+    Geoscale__GetUserRequest gr = GEOSCALE__GET_USER_REQUEST__INIT;
+    gr.user_id = o;
+    struct cmd c[2] = {{GEOSCALE__METHOD__METHOD_GET_USER, 0, 0, &gr.base, NULL, 0},
+                       {GEOSCALE__METHOD__METHOD_GET_SETTINGS, 0, 0, &gs.base, NULL, 0}};
+    struct cell_result r[2];
+    apply(f, c, 2, r);
+    assert_int_equal(r[0].status, GS_EWRONGCELL);
+    assert_int_equal(r[1].status, GS_EWRONGCELL);
+    assert_digest_equal(digest(f), before);
+
+    /* A remembered WRONG_CELL is answered again on retry. */
+    Geoscale__EdgeRequest er = GEOSCALE__EDGE_REQUEST__INIT;
+    er.actor_id = o;
+    er.target_id = a;
+    assert_int_equal(write1(f, FOLLOW, 77, 1, &er.base, NULL), GS_EWRONGCELL);
+    assert_int_equal(write1(f, FOLLOW, 77, 1, &er.base, NULL), GS_EWRONGCELL);
+
+    /* The same requests about our own users still work. */
+    uint64_t fl = 0, fg = 0;
+    counts(f, a, &fl, &fg);
+    assert_int_equal(fl, 1);
+    ur.user_id = a;
+    assert_int_equal(write1(f, GEOSCALE__METHOD__METHOD_UPDATE_USER, 0, 0, &ur.base, NULL), 0);
+}
+
 /* ---------------------------------------------------------------- read, validate */
 
 static void test_read_rejects(void **state)
@@ -1330,6 +1516,30 @@ static void test_validate(void **state)
                      GS_EINVAL);
     assert_non_null(strstr(err, "phone_visibility"));
 
+    /* CreateUser: region syntax (named, never shown), assigned id shape. */
+    cr.username = "alice";
+    cr.birth_date = "";
+    cr.region = "CANARY";
+    assert_int_equal(validate(GEOSCALE__METHOD__METHOD_CREATE_USER, &cr.base, err, sizeof err),
+                     GS_EINVAL);
+    assert_non_null(strstr(err, "region"));
+    assert_null(strstr(err, "CANARY"));
+    cr.region = "eu";
+    cr.user_id = UID(0);
+    assert_int_equal(validate(GEOSCALE__METHOD__METHOD_CREATE_USER, &cr.base, err, sizeof err),
+                     GS_EINVAL);
+    assert_non_null(strstr(err, "user_id"));
+    cr.user_id = UID(1);
+    assert_int_equal(validate(GEOSCALE__METHOD__METHOD_CREATE_USER, &cr.base, err, sizeof err), 0);
+
+    /* OutboxAck is a cell write; up_to_seq is required. */
+    Geoscale__OutboxAckRequest ack = GEOSCALE__OUTBOX_ACK_REQUEST__INIT;
+    assert_int_equal(validate(GEOSCALE__METHOD__METHOD_OUTBOX_ACK, &ack.base, err, sizeof err),
+                     GS_EINVAL);
+    assert_non_null(strstr(err, "up_to_seq"));
+    ack.up_to_seq = 1;
+    assert_int_equal(validate(GEOSCALE__METHOD__METHOD_OUTBOX_ACK, &ack.base, err, sizeof err), 0);
+
     /* Unknown and node-local methods; undecodable bodies. */
     const uint8_t garbage[] = {0xff, 0xff, 0xff};
     assert_int_equal(cell_validate_request(0, NULL, 0, err, sizeof err), GS_EUNIMPL);
@@ -1367,6 +1577,9 @@ int main(void)
         T(test_corrupt_entry),
         T(test_same_entries_same_digest),
         T(test_batch_sees_earlier_commands),
+        T(test_assigned_user_id),
+        T(test_create_user_region),
+        T(test_ownership),
         T(test_read_rejects),
         T(test_validate),
     };

@@ -548,6 +548,18 @@ static int config_from_json(struct config_parser *p, json_t *root, struct node_c
         (rv = check_self(p, cfg)) != 0) {
         return rv;
     }
+    /* Region names travel in metadata rows and the directory: the same
+     * rule as the cluster file's. */
+    size_t rlen = strlen(cfg->region);
+    bool region_ok = rlen >= 1 && rlen <= 32;
+    for (size_t i = 0; i < rlen && region_ok; i++) {
+        char c = cfg->region[i];
+        region_ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+    }
+    if (!region_ok) {
+        return config_fail(p, "region", "expected 1-32 characters of [a-z0-9-], got \"%s\"",
+                           cfg->region);
+    }
     cfg->cell_id = (uint32_t)cell_id;
     return 0;
 }

@@ -213,6 +213,8 @@ static void test_out_of_range(void **state)
     expect_error(config_with("cell_id", "\"cell_id\": -3", NULL), "cell_id:", "got -3");
     expect_error(config_with("region", "\"region\": \"\"", NULL), "region: must not be empty",
                  NULL);
+    expect_error(config_with("region", "\"region\": \"US_East\"", NULL),
+                 "region: expected 1-32 characters of [a-z0-9-]", "US_East");
     expect_error(config_with("raft_address", "\"raft_address\": \"localhost\"", NULL),
                  "raft_address: expected \"host:port\", got \"localhost\"", NULL);
     expect_error(config_with("client_address", "\"client_address\": \"h:70000\"", NULL),

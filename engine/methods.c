@@ -34,6 +34,7 @@ static const struct method_info methods[] = {
     MG(NODE_STATUS, "NodeStatus", LOCAL, NODE, node_status_request, node_status_response),
     M(OUTBOX_ACK, "OutboxAck", WRITE, outbox_ack_request, outbox_ack_response),
     M(OUTBOX_READ, "OutboxRead", READ_ANY, outbox_read_request, outbox_read_response),
+    M(EDGE_APPLY, "EdgeApply", WRITE, edge_apply_request, edge_apply_response),
 #define D(ID, NAME, KIND, MSG) \
     MG(DIRECTORY_##ID, NAME, KIND, DIRECTORY, MSG##_request, MSG##_response)
     D(REGISTER_CELL, "DirectoryRegisterCell", WRITE, register_cell),

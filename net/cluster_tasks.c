@@ -16,12 +16,14 @@
  * A saga runs to its end even if its request was abandoned (deadline,
  * connection closed): only the answer is dropped.
  *
- * Metadata outbox. While this node leads its cell, a shipper reads the
- * cell's outbox rows on the cell's group thread (OutboxRead), sends them to
- * the metadata group (MetadataApply, which applies each row once), then
- * proposes OutboxAck to the cell to delete what was delivered; and again,
- * until the outbox is empty, then every TASKS_SHIP_IDLE_MS. A new leader
- * ships from the oldest row not yet acknowledged.
+ * Outbox. While this node leads its cell, a shipper reads the cell's
+ * outbox on the cell's group thread (OutboxRead): metadata rows, and the
+ * halves of edges whose other user lives in another cell. It sends the rows
+ * to the metadata group (MetadataApply) and the halves to their cell
+ * (EdgeApply); both apply each item once. Then it proposes OutboxAck to its
+ * cell to delete what was delivered; and again, until the outbox is empty,
+ * then every TASKS_SHIP_IDLE_MS. A new leader ships from the oldest item not
+ * yet acknowledged.
  *
  * Routing. A cell request for a user whose id names another cell is sent to
  * the cell the directory names (cached in the route cache). Requests whose
@@ -31,6 +33,7 @@
  */
 #include "cluster_tasks.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,7 +69,12 @@ struct ship {
     struct group_request g; /* must stay first */
     struct cluster_tasks *t;
     bool orphan;
-    uint64_t up_to_seq;
+    unsigned calls;          /* deliveries in flight */
+    uint64_t up_to_seq;      /* metadata rows read; 0 = none */
+    bool rows_ok;
+    uint32_t edge_dest_cell; /* edge halves read for this cell; 0 = none */
+    uint64_t edge_up_to_seq;
+    bool edges_ok;
     uint8_t body[64];
 };
 
@@ -330,6 +338,43 @@ static void ship_acked(struct group_request *g)
     ship_end(t, sh, status == 0 ? 0 : TASKS_SHIP_RETRY_MS);
 }
 
+/* Both deliveries of a round are done: acknowledge what arrived. */
+static void ship_delivered(struct ship *sh)
+{
+    struct cluster_tasks *t = sh->t;
+    Geoscale__OutboxAckRequest ack = GEOSCALE__OUTBOX_ACK_REQUEST__INIT;
+    if (sh->rows_ok) {
+        ack.up_to_seq = sh->up_to_seq;
+    }
+    if (sh->edges_ok) {
+        ack.edge_dest_cell = sh->edge_dest_cell;
+        ack.edge_up_to_seq = sh->edge_up_to_seq;
+    }
+    if (t->stopping || (ack.up_to_seq == 0 && ack.edge_up_to_seq == 0)) {
+        ship_end(t, sh, TASKS_SHIP_RETRY_MS);
+        return;
+    }
+    ship_submit(t, sh, GEOSCALE__METHOD__METHOD_OUTBOX_ACK, &ack.base, ship_acked);
+}
+
+static void ship_call_done(struct ship *sh, int status, const char *what, bool *ok)
+{
+    if (status == 0) {
+        *ok = true;
+    } else if (status != GS_ESHUTDOWN && !sh->orphan) {
+        log_warn("cluster", "event=ship_failed what=%s code=%s", what, gs_error_name(status));
+    }
+    assert(sh->calls > 0);
+    if (--sh->calls > 0) {
+        return;
+    }
+    if (sh->orphan) {
+        free(sh);
+        return;
+    }
+    ship_delivered(sh);
+}
+
 static void ship_applied_cb(int status, uint32_t leader_id, const uint8_t *body, size_t len,
                             void *data)
 {
@@ -337,22 +382,17 @@ static void ship_applied_cb(int status, uint32_t leader_id, const uint8_t *body,
     (void)body;
     (void)len;
     struct ship *sh = data;
-    if (sh->orphan) {
-        free(sh);
-        return;
-    }
-    struct cluster_tasks *t = sh->t;
-    if (status != 0 || t->stopping) {
-        if (status != GS_ESHUTDOWN) {
-            log_warn("cluster", "event=metadata_ship_failed up_to=%" PRIu64 " code=%s",
-                     sh->up_to_seq, gs_error_name(status));
-        }
-        ship_end(t, sh, TASKS_SHIP_RETRY_MS);
-        return;
-    }
-    Geoscale__OutboxAckRequest ack = GEOSCALE__OUTBOX_ACK_REQUEST__INIT;
-    ack.up_to_seq = sh->up_to_seq;
-    ship_submit(t, sh, GEOSCALE__METHOD__METHOD_OUTBOX_ACK, &ack.base, ship_acked);
+    ship_call_done(sh, status, "metadata", &sh->rows_ok);
+}
+
+static void ship_edges_cb(int status, uint32_t leader_id, const uint8_t *body, size_t len,
+                          void *data)
+{
+    (void)leader_id;
+    (void)body;
+    (void)len;
+    struct ship *sh = data;
+    ship_call_done(sh, status, "edges", &sh->edges_ok);
 }
 
 static void ship_read(struct group_request *g)
@@ -368,28 +408,46 @@ static void ship_read(struct group_request *g)
         g->result.status == 0
             ? geoscale__outbox_read_response__unpack(NULL, g->result.len, g->result.body)
             : NULL;
-    if (resp == NULL || resp->n_rows == 0) {
+    free(g->result.body);
+    g->result.body = NULL;
+    if (resp == NULL || (resp->n_rows == 0 && resp->n_edge_halves == 0)) {
         if (resp != NULL) {
             geoscale__outbox_read_response__free_unpacked(resp, NULL);
         }
         ship_end(t, sh, g->result.status == 0 ? TASKS_SHIP_IDLE_MS : TASKS_SHIP_RETRY_MS);
         return;
     }
-    free(g->result.body);
-    g->result.body = NULL;
-    Geoscale__MetadataApplyRequest rq = GEOSCALE__METADATA_APPLY_REQUEST__INIT;
-    rq.origin_cell = t->srv->cfg->cell_id;
-    rq.n_rows = resp->n_rows;
-    rq.rows = resp->rows;
-    sh->up_to_seq = resp->rows[resp->n_rows - 1]->seq;
-    gs_client *meta = tasks_metadata(t);
-    int rv = meta != NULL ? tasks_call(meta, GEOSCALE__METHOD__METHOD_METADATA_APPLY, &rq.base,
-                                       NULL, ship_applied_cb, sh)
-                          : GS_EUNAVAILABLE;
-    geoscale__outbox_read_response__free_unpacked(resp, NULL);
-    if (rv != 0) {
-        ship_end(t, sh, TASKS_SHIP_RETRY_MS);
+    /* Count both deliveries before starting either, so that a callback
+     * that fires early cannot finish the round. */
+    gs_client *meta = resp->n_rows > 0 ? tasks_metadata(t) : NULL;
+    gs_client *cell = resp->n_edge_halves > 0 ? tasks_cell(t, resp->edge_dest_cell) : NULL;
+    sh->calls = 1 + (meta != NULL) + (cell != NULL);
+    if (meta != NULL) {
+        Geoscale__MetadataApplyRequest rq = GEOSCALE__METADATA_APPLY_REQUEST__INIT;
+        rq.origin_cell = t->srv->cfg->cell_id;
+        rq.n_rows = resp->n_rows;
+        rq.rows = resp->rows;
+        sh->up_to_seq = resp->rows[resp->n_rows - 1]->seq;
+        if (tasks_call(meta, GEOSCALE__METHOD__METHOD_METADATA_APPLY, &rq.base, NULL,
+                       ship_applied_cb, sh) != 0) {
+            sh->calls--;
+        }
     }
+    if (cell != NULL) {
+        Geoscale__EdgeApplyRequest rq = GEOSCALE__EDGE_APPLY_REQUEST__INIT;
+        rq.origin_cell = t->srv->cfg->cell_id;
+        rq.n_halves = resp->n_edge_halves;
+        rq.halves = resp->edge_halves;
+        sh->edge_dest_cell = resp->edge_dest_cell;
+        sh->edge_up_to_seq = resp->edge_halves[resp->n_edge_halves - 1]->seq;
+        if (tasks_call(cell, GEOSCALE__METHOD__METHOD_EDGE_APPLY, &rq.base, NULL, ship_edges_cb,
+                       sh) != 0) {
+            sh->calls--;
+        }
+    }
+    geoscale__outbox_read_response__free_unpacked(resp, NULL);
+    /* Drop the count that guarded the starts. */
+    ship_call_done(sh, 0, "start", &(bool){false});
 }
 
 static void ship_tick(struct cluster_tasks *t, const struct group_status *st)

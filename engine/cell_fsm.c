@@ -34,7 +34,9 @@
  * before any handler runs, so it reads and writes nothing.
  *
  * Outbox. Handlers that change a user's metadata append outbox rows
- * (outbox.c) into the same batch; METHOD_OUTBOX_ACK deletes them.
+ * (outbox.c) into the same batch; edge commands whose target is of another
+ * cell append edge halves for that cell (edges.c); METHOD_OUTBOX_ACK deletes
+ * both. METHOD_EDGE_APPLY applies another cell's halves here.
  *
  * Schema. 'S' schema (= CELL_SCHEMA_VERSION) and 'S' cell_id are written when
  * the DB is created; open refuses a newer schema or another cell's DB.
@@ -71,6 +73,7 @@ static const cell_handler handlers[] = {
     [GEOSCALE__METHOD__METHOD_GET_SETTINGS] = cell_get_settings,
     [GEOSCALE__METHOD__METHOD_SET_SETTINGS] = cell_set_settings,
     [GEOSCALE__METHOD__METHOD_OUTBOX_ACK] = cell_outbox_ack,
+    [GEOSCALE__METHOD__METHOD_EDGE_APPLY] = cell_edge_apply,
 };
 
 static cell_handler handler_lookup(uint32_t method)
@@ -303,7 +306,9 @@ int cell_fsm_apply_empty(struct cell_fsm *fsm, uint64_t index)
 /* ---------------------------------------------------------------- read */
 
 /* OutboxRead (the node's shipper, on the group thread): the rows after
- * after_seq, packed as an OutboxReadResponse. */
+ * after_seq, and the pending edge halves of one destination cell (the lowest
+ * cell id with any), packed as an OutboxReadResponse. max_rows bounds each
+ * list on its own. */
 static int cell_outbox_read_packed(struct cell_fsm *fsm, const uint8_t *body, size_t len,
                                    uint8_t **out, size_t *out_len)
 {
@@ -320,11 +325,23 @@ static int cell_outbox_read_packed(struct cell_fsm *fsm, const uint8_t *body, si
     if (rv != 0) {
         return rv;
     }
+    Geoscale__EdgeHalf **halves = NULL;
+    size_t n_halves = 0;
+    uint32_t dest = 0;
+    rv = cell_fsm_edge_outbox_read(fsm, max_rows, &dest, &halves, &n_halves);
+    if (rv != 0) {
+        cell_fsm_outbox_free(rows, n);
+        return rv;
+    }
     Geoscale__OutboxReadResponse resp = GEOSCALE__OUTBOX_READ_RESPONSE__INIT;
     resp.n_rows = n;
     resp.rows = rows;
+    resp.edge_dest_cell = dest;
+    resp.n_edge_halves = n_halves;
+    resp.edge_halves = halves;
     rv = rsm_pack(&resp.base, out, out_len);
     cell_fsm_outbox_free(rows, n);
+    cell_fsm_edge_outbox_free(halves, n_halves);
     return rv;
 }
 

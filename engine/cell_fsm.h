@@ -27,6 +27,18 @@
  * leader's shipper reads rows with cell_fsm_outbox_read() and, once the
  * metadata group has them, proposes METHOD_OUTBOX_ACK {up_to_seq}, which
  * deletes the rows up to that seq.
+ *
+ * Edges across cells (engine/edges.c): Follow, Unfollow, Block and Unblock
+ * whose target is of another cell apply the actor's side and write, in the
+ * same WriteBatch, an edge half {seq, kind, actor_id, target_id} (ids only)
+ * to the edge outbox of the target's cell; seq is per destination, dense
+ * from 1. The shipper reads one destination's halves with
+ * cell_fsm_edge_outbox_read() (also part of METHOD_OUTBOX_READ), delivers
+ * them with METHOD_EDGE_APPLY {origin_cell, halves} through the destination
+ * cell's log, then proposes METHOD_OUTBOX_ACK {edge_dest_cell,
+ * edge_up_to_seq}. EdgeApply keeps the last seq applied per origin cell:
+ * halves at or below are skipped, the rest must continue it without a gap
+ * (else GS_EINVAL, nothing applied).
  */
 #ifndef GS_ENGINE_CELL_FSM_H
 #define GS_ENGINE_CELL_FSM_H
@@ -154,6 +166,23 @@ void cell_fsm_outbox_free(Geoscale__MetadataRow **rows, size_t n_rows);
  * those above the last METHOD_OUTBOX_ACK's up_to_seq. A storage error is
  * logged and reads as 0. Call on the group's thread, outside apply. */
 uint64_t cell_fsm_outbox_last_seq(struct cell_fsm *fsm);
+
+/*
+ * The pending edge halves of one destination cell: the lowest destination
+ * cell id that has any, its oldest halves first, at most max_halves. On
+ * success returns 0 with *dest_cell, and *halves (NULL when *n_halves == 0,
+ * then *dest_cell is 0) owned by the caller, freed with
+ * cell_fsm_edge_outbox_free(). Returns GS_ENOMEM or GS_EIO with nothing
+ * returned. Call on the group's thread, outside apply.
+ */
+int cell_fsm_edge_outbox_read(struct cell_fsm *fsm,
+                              size_t max_halves,
+                              uint32_t *dest_cell,
+                              Geoscale__EdgeHalf ***halves,
+                              size_t *n_halves);
+
+/* Free what cell_fsm_edge_outbox_read() returned. halves NULL is ok. */
+void cell_fsm_edge_outbox_free(Geoscale__EdgeHalf **halves, size_t n_halves);
 
 /* Make everything applied so far durable (rocksdb_flush_wal with sync). */
 int cell_fsm_sync(struct cell_fsm *fsm);

@@ -9,6 +9,8 @@
  *   graph.c      Follow, Unfollow, Block, Unblock, ListFollowers/Following
  *   settings.c   GetSettings, SetSettings, defaults
  *   outbox.c     metadata outbox rows, OutboxAck, the shipper's reads
+ *   edges.c      edges across cells: the actor's side, the edge outbox,
+ *                EdgeApply, the shipper's reads of halves
  *   privacy.c    what a viewer may see of a profile
  *   validate.c   stateless request checks (also run again on apply)
  *
@@ -50,6 +52,8 @@
 #define CELL_AVATAR_URL_MAX 1024
 #define CELL_PLAN_MAX 32
 #define CELL_REGION_MAX 32 /* as the metadata group's home_region */
+
+#define CELL_EDGE_APPLY_MAX 1024 /* halves per EdgeApply */
 
 #define CELL_LIST_DEFAULT 100
 #define CELL_LIST_MAX 1000
@@ -162,6 +166,7 @@ int cell_get_settings(struct cell_ctx *ctx, const ProtobufCMessage *req, uint8_t
 int cell_set_settings(struct cell_ctx *ctx, const ProtobufCMessage *req, uint8_t **body,
                       size_t *len);
 int cell_outbox_ack(struct cell_ctx *ctx, const ProtobufCMessage *req, uint8_t **body, size_t *len);
+int cell_edge_apply(struct cell_ctx *ctx, const ProtobufCMessage *req, uint8_t **body, size_t *len);
 
 /* ---------------------------------------------------------------- shared helpers */
 
@@ -182,6 +187,28 @@ int cell_edge_exists(struct cell_ctx *ctx, uint8_t prefix, uint64_t a, uint64_t 
  * last, once per changed user. Returns 0, or a fatal code: GS_ENOMEM, or
  * GS_EIO (also when the user has no profile: a broken invariant). */
 int cell_outbox_append(struct cell_ctx *ctx, uint64_t user_id);
+
+/* edges.c: the actor's side of an edge command whose target is of another
+ * cell (graph.c dispatches here). Same contract as the handlers. */
+int cell_follow_remote(struct cell_ctx *ctx, uint64_t actor, uint64_t target, uint8_t **body,
+                       size_t *len);
+int cell_unfollow_remote(struct cell_ctx *ctx, uint64_t actor, uint64_t target, uint8_t **body,
+                         size_t *len);
+int cell_block_remote(struct cell_ctx *ctx, uint64_t actor, uint64_t target, uint8_t **body,
+                      size_t *len);
+int cell_unblock_remote(struct cell_ctx *ctx, uint64_t actor, uint64_t target, uint8_t **body,
+                        size_t *len);
+/* edges.c: append a half for dest_cell (not this cell) with the next seq of
+ * that destination. 0 or a fatal code (GS_ENOMEM, GS_EIO). */
+int cell_edge_half_append(struct cell_ctx *ctx, uint32_t dest_cell, Geoscale__EdgeHalfKind kind,
+                          uint64_t actor, uint64_t target);
+/* edges.c: whether an ack of dest_cell's halves up to up_to_seq is valid:
+ * 0, GS_EINVAL (beyond the last seq assigned for dest_cell) or GS_EIO. */
+int cell_edge_ack_check(struct cell_ctx *ctx, uint32_t dest_cell, uint64_t up_to_seq);
+/* edges.c: delete dest_cell's halves up to up_to_seq; *deleted receives how
+ * many. 0 or a fatal code. */
+int cell_edge_ack_delete(struct cell_ctx *ctx, uint32_t dest_cell, uint64_t up_to_seq,
+                         uint64_t *deleted);
 
 /* settings.c: the defaults of a new user. */
 void cell_settings_default(Geoscale__Settings *s);

@@ -13,9 +13,10 @@
  * other (Block removes both directions; Follow refuses while a block exists).
  *
  * Cells. The actor must be this cell's user (checked before the handler:
- * GS_EWRONGCELL otherwise). Both endpoints are this cell's for now: a target
- * homed in another cell is answered GS_ENOTFOUND, as a user that does not
- * exist (require_users), until cross-cell edge halves travel by outbox.
+ * GS_EWRONGCELL otherwise). A target homed in another cell is handled by
+ * edges.c: the actor's side is applied here and the target's side travels as
+ * an edge half through the edge outbox. Everything below is the case of two
+ * users of this cell.
  *
  * Outbox. A command that moves counters (Follow, Unfollow, a Block that
  * removed follow edges) appends one outbox row for the actor, then one for
@@ -36,15 +37,10 @@ int cell_edge_exists(struct cell_ctx *ctx, uint8_t prefix, uint64_t a, uint64_t 
 }
 
 /* Both the actor `a` (this cell's, checked before the handler) and the
- * target `b` exist here. */
+ * target `b` (this cell's, see is_remote) exist here. */
 static int require_users(struct cell_ctx *ctx, uint64_t a, uint64_t b)
 {
     bool exists = false;
-    if (cell_of_user(b) != ctx->fsm->cell_id) {
-        /* A target of another cell: cross-cell edges are not built yet, so
-         * it is unknown here. Kept explicit so that step replaces it. */
-        return GS_ENOTFOUND;
-    }
     int rv = cell_user_exists(ctx, a, &exists);
     if (rv != 0) {
         return rv;
@@ -57,6 +53,12 @@ static int require_users(struct cell_ctx *ctx, uint64_t a, uint64_t b)
         return rv;
     }
     return exists ? 0 : GS_ENOTFOUND;
+}
+
+/* Whether the target of an edge command is of another cell (edges.c). */
+static bool is_remote(struct cell_ctx *ctx, uint64_t target)
+{
+    return cell_of_user(target) != ctx->fsm->cell_id;
 }
 
 static int edge_response(bool changed, uint8_t **body, size_t *len)
@@ -135,6 +137,9 @@ int cell_follow(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t **bod
     bool b1 = false, b2 = false, following = false;
     int rv;
 
+    if (is_remote(ctx, target)) {
+        return cell_follow_remote(ctx, actor, target, body, len);
+    }
     if ((rv = require_users(ctx, actor, target)) != 0 ||
         (rv = cell_edge_exists(ctx, KEY_PREFIX_BLOCK, actor, target, &b1)) != 0 ||
         (rv = cell_edge_exists(ctx, KEY_PREFIX_BLOCK, target, actor, &b2)) != 0) {
@@ -178,6 +183,9 @@ int cell_unfollow(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t **b
     bool following = false;
     int rv;
 
+    if (is_remote(ctx, target)) {
+        return cell_unfollow_remote(ctx, actor, target, body, len);
+    }
     if ((rv = require_users(ctx, actor, target)) != 0 ||
         (rv = cell_edge_exists(ctx, KEY_PREFIX_FOLLOWING, actor, target, &following)) != 0) {
         return rv;
@@ -210,6 +218,9 @@ int cell_block(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t **body
     bool blocked = false, a_follows = false, t_follows = false;
     int rv;
 
+    if (is_remote(ctx, target)) {
+        return cell_block_remote(ctx, actor, target, body, len);
+    }
     if ((rv = require_users(ctx, actor, target)) != 0 ||
         (rv = cell_edge_exists(ctx, KEY_PREFIX_BLOCK, actor, target, &blocked)) != 0 ||
         (rv = cell_edge_exists(ctx, KEY_PREFIX_FOLLOWING, actor, target, &a_follows)) != 0 ||
@@ -254,6 +265,9 @@ int cell_unblock(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t **bo
     bool blocked = false;
     int rv;
 
+    if (is_remote(ctx, target)) {
+        return cell_unblock_remote(ctx, actor, target, body, len);
+    }
     if ((rv = require_users(ctx, actor, target)) != 0 ||
         (rv = cell_edge_exists(ctx, KEY_PREFIX_BLOCK, actor, target, &blocked)) != 0 ||
         (rv = edge_response(blocked, &out, &out_len)) != 0) {

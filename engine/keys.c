@@ -56,6 +56,34 @@ void key_pair(struct key *k, uint8_t prefix, uint64_t a, uint64_t b)
     k->len = KEY_PAIR_LEN;
 }
 
+static void put_u32(uint8_t *dst, uint32_t v)
+{
+    dst[0] = (uint8_t)(v >> 24);
+    dst[1] = (uint8_t)(v >> 16);
+    dst[2] = (uint8_t)(v >> 8);
+    dst[3] = (uint8_t)v;
+}
+
+static uint32_t get_u32(const uint8_t *src)
+{
+    return (uint32_t)src[0] << 24 | (uint32_t)src[1] << 16 | (uint32_t)src[2] << 8 | src[3];
+}
+
+void key_cell(struct key *k, uint8_t prefix, uint32_t cell_id)
+{
+    k->b[0] = prefix;
+    put_u32(k->b + 1, cell_id);
+    k->len = KEY_CELL_LEN;
+}
+
+void key_edge_outbox(struct key *k, uint32_t dest_cell, uint64_t seq)
+{
+    k->b[0] = KEY_PREFIX_EDGE_OUTBOX;
+    put_u32(k->b + 1, dest_cell);
+    key_put_u64(k->b + 5, seq);
+    k->len = KEY_CELL_SEQ_LEN;
+}
+
 void key_username(struct key *k, const uint8_t hash[KEY_USERNAME_HASH_LEN])
 {
     k->b[0] = KEY_PREFIX_USERNAME;
@@ -100,6 +128,17 @@ bool key_decode_pair(const void *raw, size_t len, uint8_t prefix, uint64_t *a, u
     }
     *a = key_get_u64(p + 1);
     *b = key_get_u64(p + 9);
+    return true;
+}
+
+bool key_decode_edge_outbox(const void *raw, size_t len, uint32_t *dest_cell, uint64_t *seq)
+{
+    const uint8_t *p = raw;
+    if (len != KEY_CELL_SEQ_LEN || p[0] != KEY_PREFIX_EDGE_OUTBOX) {
+        return false;
+    }
+    *dest_cell = get_u32(p + 1);
+    *seq = key_get_u64(p + 5);
     return true;
 }
 

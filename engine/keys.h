@@ -17,6 +17,9 @@
  *   'b' blocked blocker              ""   blocks suffered by blocked
  *   'T' user_id                      Settings
  *   'X' seq                          MetadataRow (metadata outbox, see outbox.c)
+ *   'Y' dest_cell(4) seq             EdgeHalf (edge outbox for dest_cell, see edges.c)
+ *   'y' dest_cell(4)                 u64 BE: last edge seq assigned for dest_cell
+ *   'Z' origin_cell(4)               u64 BE: last edge seq applied from origin_cell
  *   'R' client_id client_seq         StoredResult (idempotent retries)
  *   'r' ts_ms client_id client_seq   ""   time index over 'R' for expiry
  *
@@ -43,6 +46,9 @@
 #define KEY_PREFIX_BLOCKED_BY 'b'
 #define KEY_PREFIX_SETTINGS 'T'
 #define KEY_PREFIX_OUTBOX 'X'
+#define KEY_PREFIX_EDGE_OUTBOX 'Y'
+#define KEY_PREFIX_EDGE_SEQ 'y'
+#define KEY_PREFIX_EDGE_APPLIED 'Z'
 #define KEY_PREFIX_RESULT 'R'
 #define KEY_PREFIX_RESULT_TIME 'r'
 
@@ -58,6 +64,8 @@
 #define KEY_PAIR_LEN 17        /* prefix + u64 + u64 */
 #define KEY_USERNAME_LEN 33    /* prefix + hash */
 #define KEY_RESULT_TIME_LEN 25 /* prefix + ts + client_id + client_seq */
+#define KEY_CELL_LEN 5         /* prefix + u32 */
+#define KEY_CELL_SEQ_LEN 13    /* prefix + u32 + u64 */
 #define KEY_MAX 40
 
 /* A key held by value. len <= KEY_MAX. */
@@ -80,6 +88,13 @@ void key_id(struct key *k, uint8_t prefix, uint64_t id);
 /* prefix + a + b: FOLLOWER, FOLLOWING, BLOCK, BLOCKED_BY, RESULT. */
 void key_pair(struct key *k, uint8_t prefix, uint64_t a, uint64_t b);
 
+/* prefix + cell_id (4 BE): EDGE_SEQ, EDGE_APPLIED, and the scan start of
+ * one destination's EDGE_OUTBOX rows. */
+void key_cell(struct key *k, uint8_t prefix, uint32_t cell_id);
+
+/* 'Y' + dest_cell (4 BE) + seq (8 BE). */
+void key_edge_outbox(struct key *k, uint32_t dest_cell, uint64_t seq);
+
 /* 'N' + hash (KEY_USERNAME_HASH_LEN bytes). */
 void key_username(struct key *k, const uint8_t hash[KEY_USERNAME_HASH_LEN]);
 
@@ -94,6 +109,7 @@ void key_username_hash(const uint8_t *hmac_key, size_t hmac_key_len, const char 
  * expected prefix and length, false otherwise (outputs untouched). */
 bool key_decode_id(const void *raw, size_t len, uint8_t prefix, uint64_t *id);
 bool key_decode_pair(const void *raw, size_t len, uint8_t prefix, uint64_t *a, uint64_t *b);
+bool key_decode_edge_outbox(const void *raw, size_t len, uint32_t *dest_cell, uint64_t *seq);
 bool key_decode_result_time(const void *raw, size_t len, int64_t *ts_ms, uint64_t *client_id,
                             uint64_t *client_seq);
 

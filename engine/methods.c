@@ -42,9 +42,12 @@ static const struct method_info methods[] = {
     D(CONFIRM_USERNAME, "DirectoryConfirmUsername", WRITE, confirm_username),
     D(RELEASE_USERNAME, "DirectoryReleaseUsername", WRITE, release_username),
     D(SET_CELL_ACCEPTING, "DirectorySetCellAccepting", WRITE, set_cell_accepting),
-    D(GET_ROUTE, "DirectoryGetRoute", READ, get_route),
-    D(LOOKUP_USERNAME, "DirectoryLookupUsername", READ, lookup_username),
-    D(LIST_CELLS, "DirectoryListCells", READ, list_cells),
+    /* Route lookups are answered by any directory replica: a stale route
+     * cannot misdirect a request, since a cell refuses users it does not
+     * own (WRONG_CELL). */
+    D(GET_ROUTE, "DirectoryGetRoute", READ_ANY, get_route),
+    D(LOOKUP_USERNAME, "DirectoryLookupUsername", READ_ANY, lookup_username),
+    D(LIST_CELLS, "DirectoryListCells", READ_ANY, list_cells),
 #undef D
     MG(METADATA_APPLY, "MetadataApply", WRITE, METADATA, metadata_apply_request,
        metadata_apply_response),

@@ -32,6 +32,11 @@
  * ack beyond the last seq assigned is a shipper bug and is refused
  * (GS_EINVAL) with nothing deleted. An ack deletes as many rows as it covers
  * in one entry: the shipper acks what it shipped, a bounded batch.
+ *
+ * The same ack may also carry {edge_dest_cell, edge_up_to_seq}: the edge
+ * halves for that cell up to that seq are deleted the same way (edges.c).
+ * Either part may be absent (0); both are checked before anything is
+ * deleted, and `deleted` counts rows and halves together.
  */
 #include <assert.h>
 #include <stdlib.h>
@@ -116,7 +121,7 @@ int cell_outbox_ack(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t *
     const Geoscale__OutboxAckRequest *req = (const Geoscale__OutboxAckRequest *)msg;
     Geoscale__OutboxAckResponse resp = GEOSCALE__OUTBOX_ACK_RESPONSE__INIT;
     rocksdb_iterator_t *it = NULL;
-    uint64_t *seqs = NULL, last = 0;
+    uint64_t *seqs = NULL, last = 0, edge_deleted = 0;
     size_t n = 0, cap = 0;
     uint8_t *out = NULL;
     size_t out_len = 0;
@@ -130,6 +135,12 @@ int cell_outbox_ack(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t *
     if (req->up_to_seq > last) {
         rv = GS_EINVAL;
         goto out;
+    }
+    if (req->edge_up_to_seq != 0) {
+        rv = cell_edge_ack_check(ctx, req->edge_dest_cell, req->edge_up_to_seq);
+        if (rv != 0) {
+            goto out;
+        }
     }
     /* Collect first: the batch may not be written while the iterator is open. */
     key_id(&k, KEY_PREFIX_OUTBOX, 0);
@@ -160,17 +171,26 @@ int cell_outbox_ack(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t *
     if (rv != 0) {
         goto out;
     }
-    resp.deleted = n;
-    rv = cell_pack(&resp.base, &out, &out_len);
-    if (rv != 0) {
-        goto out;
-    }
     for (size_t i = 0; i < n; i++) {
         key_id(&k, KEY_PREFIX_OUTBOX, seqs[i]);
         cell_kv_delete(ctx, &k);
     }
-    log_debug("cell", "event=outbox_ack cell=%u up_to_seq=%llu deleted=%zu", ctx->fsm->cell_id,
-              (unsigned long long)req->up_to_seq, n);
+    if (req->edge_up_to_seq != 0) {
+        rv = cell_edge_ack_delete(ctx, req->edge_dest_cell, req->edge_up_to_seq, &edge_deleted);
+        if (rv != 0) {
+            goto out;
+        }
+    }
+    resp.deleted = n + edge_deleted;
+    rv = cell_pack(&resp.base, &out, &out_len);
+    if (rv != 0) {
+        goto out;
+    }
+    log_debug("cell",
+              "event=outbox_ack cell=%u up_to_seq=%llu deleted=%zu edge_dest_cell=%u "
+              "edge_up_to_seq=%llu edge_deleted=%llu",
+              ctx->fsm->cell_id, (unsigned long long)req->up_to_seq, n, req->edge_dest_cell,
+              (unsigned long long)req->edge_up_to_seq, (unsigned long long)edge_deleted);
     *body = out;
     *len = out_len;
 out:

@@ -276,8 +276,58 @@ static int check_set_settings(const Geoscale__SetSettingsRequest *r, char *e, si
 
 static int check_outbox_ack(const Geoscale__OutboxAckRequest *r, char *e, size_t n)
 {
-    if (r->up_to_seq == 0) {
-        return fail(GS_EINVAL, e, n, "up_to_seq: required");
+    if (r->up_to_seq == 0 && r->edge_up_to_seq == 0) {
+        return fail(GS_EINVAL, e, n, "up_to_seq or edge_up_to_seq: one is required");
+    }
+    if (r->edge_dest_cell >= (UINT32_C(1) << CELL_ID_BITS)) {
+        return fail(GS_EINVAL, e, n, "edge_dest_cell: must be below %u", 1u << CELL_ID_BITS);
+    }
+    return 0;
+}
+
+static int check_edge_apply(const Geoscale__EdgeApplyRequest *r, char *e, size_t n)
+{
+    if (r->origin_cell >= (UINT32_C(1) << CELL_ID_BITS)) {
+        return fail(GS_EINVAL, e, n, "origin_cell: must be below %u", 1u << CELL_ID_BITS);
+    }
+    if (r->n_halves == 0) {
+        return fail(GS_EINVAL, e, n, "halves: at least one is required");
+    }
+    if (r->n_halves > CELL_EDGE_APPLY_MAX) {
+        return fail(GS_ETOOBIG, e, n, "halves: more than %d", CELL_EDGE_APPLY_MAX);
+    }
+    for (size_t i = 0; i < r->n_halves; i++) {
+        const Geoscale__EdgeHalf *h = r->halves[i];
+        if (h->seq == 0) {
+            return fail(GS_EINVAL, e, n, "halves[%zu].seq: required", i);
+        }
+        if (i > 0 && h->seq <= r->halves[i - 1]->seq) {
+            return fail(GS_EINVAL, e, n, "halves[%zu].seq: must increase", i);
+        }
+        if (h->actor_id == 0 || h->target_id == 0) {
+            return fail(GS_EINVAL, e, n, "halves[%zu]: actor_id and target_id are required", i);
+        }
+        if (cell_of_user(h->actor_id) == cell_of_user(h->target_id)) {
+            return fail(GS_EINVAL, e, n, "halves[%zu]: actor and target of one cell", i);
+        }
+        /* The origin's own user is the actor, except in FOLLOW_REJECTED,
+         * which the target's cell sends back to the actor's. */
+        uint64_t from = h->actor_id;
+        switch (h->kind) {
+        case GEOSCALE__EDGE_HALF_KIND__EDGE_HALF_FOLLOW:
+        case GEOSCALE__EDGE_HALF_KIND__EDGE_HALF_UNFOLLOW:
+        case GEOSCALE__EDGE_HALF_KIND__EDGE_HALF_BLOCK:
+        case GEOSCALE__EDGE_HALF_KIND__EDGE_HALF_UNBLOCK:
+            break;
+        case GEOSCALE__EDGE_HALF_KIND__EDGE_HALF_FOLLOW_REJECTED:
+            from = h->target_id;
+            break;
+        default:
+            return fail(GS_EINVAL, e, n, "halves[%zu].kind: unknown", i);
+        }
+        if (cell_of_user(from) != r->origin_cell) {
+            return fail(GS_EINVAL, e, n, "halves[%zu]: not from origin_cell", i);
+        }
     }
     return 0;
 }
@@ -305,13 +355,16 @@ int cell_check_request(uint32_t method, const ProtobufCMessage *req, char *e, si
         return check_set_settings((const Geoscale__SetSettingsRequest *)req, e, n);
     case GEOSCALE__METHOD__METHOD_OUTBOX_ACK:
         return check_outbox_ack((const Geoscale__OutboxAckRequest *)req, e, n);
+    case GEOSCALE__METHOD__METHOD_EDGE_APPLY:
+        return check_edge_apply((const Geoscale__EdgeApplyRequest *)req, e, n);
     default:
         return fail(GS_EUNIMPL, e, n, "method %u: not a cell method", method);
     }
 }
 
 /* The user a request is about, or 0 when it names none this cell must own
- * (GetUser by username, OutboxAck). */
+ * (GetUser by username, OutboxAck, EdgeApply: a batch of halves from another
+ * cell, each skipped on apply if its local endpoint is not this cell's). */
 static uint64_t subject_user(uint32_t method, const ProtobufCMessage *req)
 {
     switch (method) {
@@ -335,6 +388,7 @@ static uint64_t subject_user(uint32_t method, const ProtobufCMessage *req)
         return ((const Geoscale__GetSettingsRequest *)req)->user_id;
     case GEOSCALE__METHOD__METHOD_SET_SETTINGS:
         return ((const Geoscale__SetSettingsRequest *)req)->user_id;
+    case GEOSCALE__METHOD__METHOD_EDGE_APPLY:
     default:
         return 0;
     }

@@ -643,7 +643,10 @@ static void signup_reserved_cb(int status, uint32_t leader_id, const uint8_t *bo
     (void)leader_id;
     struct signup *s = data;
     if (status != 0) {
-        s->status = status;
+        /* NOT_FOUND from a reservation: no cell of the region accepts
+         * signups yet (cells register when their leader is elected), a
+         * passing state: UNAVAILABLE, which clients retry. */
+        s->status = status == GS_ENOTFOUND ? GS_EUNAVAILABLE : status;
         signup_done(s);
         return;
     }
@@ -782,12 +785,20 @@ static void routed_route_cb(int status, uint32_t leader_id, const uint8_t *body,
     Geoscale__GetRouteResponse *resp =
         status == 0 ? geoscale__get_route_response__unpack(NULL, len, body) : NULL;
     if (resp == NULL || resp->route == NULL) {
-        /* No route: no such user (or the directory is out of reach). */
-        tasks_finish(r->t->srv, r->req, status == 0 ? GS_ENOTFOUND : status, 0, NULL, 0);
+        /* No route from this region's directory replica (a signup it has
+         * not seen yet, or the directory is out of reach): the cell that
+         * allocated the id is where the user was placed, and it answers
+         * with authority (NOT_FOUND, or WRONG_CELL were the user moved). */
         if (resp != NULL) {
             geoscale__get_route_response__free_unpacked(resp, NULL);
         }
-        free(r);
+        uint32_t cell_id = (uint32_t)(r->user_id >> 40);
+        if (cluster_config_find_cell(r->t->srv->cluster, cell_id) == NULL) {
+            tasks_finish(r->t->srv, r->req, status == 0 ? GS_ENOTFOUND : status, 0, NULL, 0);
+            free(r);
+            return;
+        }
+        routed_send(r, cell_id);
         return;
     }
     uint32_t cell_id = resp->route->cell_id;

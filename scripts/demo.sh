@@ -27,6 +27,7 @@ if [ -d "$build/libraft/prefix/lib" ]; then
 fi
 
 tmp=""
+regions_dir="" # part 2: the multi-region cluster's directory
 pids=("" "" "" "") # pids[N]: the running geoscaled of node N (1..3), "" if none
 t0=$(date +%s%N)
 
@@ -73,6 +74,9 @@ stop_node() {
 cleanup() {
     local rc=$? n
     trap - EXIT INT TERM
+    if [ -n "$regions_dir" ] && [ -f "$regions_dir/cluster.json" ]; then
+        "$geoscale" cluster down --dir "$regions_dir" >/dev/null 2>&1 || true
+    fi
     for n in 1 2 3; do
         if [ -n "${pids[$n]}" ]; then
             stop_node "$n" TERM
@@ -296,6 +300,65 @@ for n in 1 2 3; do
     [ "$stop_status" -eq 0 ] || die "node $n exited with status $stop_status on SIGTERM"
     echo "node $n stopped, exit status 0"
 done
+
+# ------------------------------------------------------- part 2: regions
+
+heading "10. a multi-region cluster: 4 regions, a cell each, the directory and metadata groups"
+regions_dir="$tmp/regions"
+base=${DEMO_REGIONS_BASE_PORT:-7300}
+echo "\$ geoscale cluster up --regions us-east,us-west,eu,asia --cells-per-region 1 --dir $regions_dir --base-port $base"
+"$geoscale" cluster up --regions us-east,us-west,eu,asia --cells-per-region 1 \
+    --dir "$regions_dir" --base-port "$base" --geoscaled "$geoscaled" 2>&1 | tail -n 2 | sed 's/^/    /' ||
+    die "cluster up failed"
+# Nodes of each region (the layout of cluster up: 3 per cell, 4 ports each).
+us_east="127.0.0.1:$base"
+eu="127.0.0.1:$((base + 24))"
+asia="127.0.0.1:$((base + 36))"
+
+heading "11. sign up users in their home regions (their PII stays there)"
+# Signups wait for the cells to register in the directory (a second at most).
+rc=1
+for i in $(seq 1 20); do
+    rc=0
+    show --nodes "$us_east" user create --username dana --display-name "Dana (us-east)" \
+        --email dana@example.org --plan free >/dev/null 2>&1 || rc=$?
+    [ "$rc" -eq 0 ] && break
+    sleep 0.25
+done
+[ "$rc" -eq 0 ] || die "signup in us-east failed"
+show --nodes "$us_east" user get --username dana || die "read back failed"
+dana=$(field user_id)
+show --nodes "$eu" user create --username emil --display-name "Emil (eu)" --email emil@example.org ||
+    die "signup in eu failed"
+emil=$(field user_id)
+
+heading "12. follow across regions (ids only cross), and a PII read from abroad is refused"
+show --nodes "$eu" follow "$emil" "$dana" || die "cross-region follow failed"
+rc=0
+show --nodes "$eu" user get "$dana" || rc=$?
+[ "$rc" -ne 0 ] || die "a PII read of a us-east user was served in eu"
+echo "-> dana's profile is not served by an eu node: the client must ask us-east"
+
+heading "13. dana's plan changes in us-east; asia reads it from its local metadata replica"
+show --nodes "$us_east" user update "$dana" --plan pro >/dev/null || die "update failed"
+seen=0
+for i in $(seq 1 40); do
+    if gs --nodes "$asia" meta get "$dana" 2>/dev/null | grep -q 'plan: *pro'; then
+        seen=1
+        break
+    fi
+    sleep 0.1
+done
+show --nodes "$asia" meta get "$dana" || true
+[ "$seen" -eq 1 ] || die "the metadata change did not reach asia within 4 s"
+show --nodes "$us_east" followers "$dana" || die "followers failed"
+
+heading "14. cluster status, then stop every node"
+"$geoscale" cluster status --dir "$regions_dir" 2>&1 | sed -n '1,12p' | sed 's/^/    /'
+echo "    ..."
+"$geoscale" cluster down --dir "$regions_dir" 2>&1 | tail -n 1 | sed 's/^/    /' ||
+    die "cluster down failed"
+rm -f "$regions_dir/cluster.json"
 
 echo
 echo "demo: done in $((($(date +%s%N) - t0) / 1000000000)) s"

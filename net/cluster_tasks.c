@@ -144,32 +144,31 @@ static size_t tasks_seeds(struct cluster_tasks *t, const struct cluster_member *
     return k;
 }
 
-static gs_client *tasks_directory(struct cluster_tasks *t)
+/* The client to a global group (directory or metadata) in *slot, opened on
+ * first use and seeded with the group's members, this region's first. */
+static gs_client *tasks_group_client(struct cluster_tasks *t, enum cluster_group_kind kind,
+                                     gs_client **slot)
 {
-    if (t->directory == NULL && !t->stopping) {
+    if (*slot == NULL && !t->stopping) {
         struct cluster_member members[CLUSTER_GROUP_MAX_MEMBERS];
         const char *seeds[CLUSTER_GROUP_MAX_MEMBERS];
         size_t n = 0;
-        if (cluster_config_group_members(t->srv->cluster, CLUSTER_GROUP_DIRECTORY, 0, members,
+        if (cluster_config_group_members(t->srv->cluster, kind, 0, members,
                                          CLUSTER_GROUP_MAX_MEMBERS, &n) == 0) {
-            t->directory = tasks_open(t, seeds, tasks_seeds(t, members, n, seeds));
+            *slot = tasks_open(t, seeds, tasks_seeds(t, members, n, seeds));
         }
     }
-    return t->directory;
+    return *slot;
+}
+
+static gs_client *tasks_directory(struct cluster_tasks *t)
+{
+    return tasks_group_client(t, CLUSTER_GROUP_DIRECTORY, &t->directory);
 }
 
 static gs_client *tasks_metadata(struct cluster_tasks *t)
 {
-    if (t->metadata == NULL && !t->stopping) {
-        struct cluster_member members[CLUSTER_GROUP_MAX_MEMBERS];
-        const char *seeds[CLUSTER_GROUP_MAX_MEMBERS];
-        size_t n = 0;
-        if (cluster_config_group_members(t->srv->cluster, CLUSTER_GROUP_METADATA, 0, members,
-                                         CLUSTER_GROUP_MAX_MEMBERS, &n) == 0) {
-            t->metadata = tasks_open(t, seeds, tasks_seeds(t, members, n, seeds));
-        }
-    }
-    return t->metadata;
+    return tasks_group_client(t, CLUSTER_GROUP_METADATA, &t->metadata);
 }
 
 static gs_client *tasks_cell(struct cluster_tasks *t, uint32_t cell_id)

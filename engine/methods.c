@@ -44,9 +44,11 @@ static const struct method_info methods[] = {
     D(SET_CELL_ACCEPTING, "DirectorySetCellAccepting", WRITE, set_cell_accepting),
     /* Route lookups are answered by any directory replica: a stale route
      * cannot misdirect a request, since a cell refuses users it does not
-     * own (WRONG_CELL). */
+     * own (WRONG_CELL), and a missing one falls back to the cell the id
+     * names. A username lookup has no such fallback (a replica that has not
+     * yet applied a signup would say "no such user"): it asks the leader. */
     D(GET_ROUTE, "DirectoryGetRoute", READ_ANY, get_route),
-    D(LOOKUP_USERNAME, "DirectoryLookupUsername", READ_ANY, lookup_username),
+    D(LOOKUP_USERNAME, "DirectoryLookupUsername", READ, lookup_username),
     D(LIST_CELLS, "DirectoryListCells", READ_ANY, list_cells),
 #undef D
     MG(METADATA_APPLY, "MetadataApply", WRITE, METADATA, metadata_apply_request,

@@ -11,8 +11,9 @@
  * username -> DirectoryReserveUsername -> CreateUser with the assigned
  * user_id on the chosen cell -> DirectoryConfirmUsername. The calls carry
  * keys derived from the client's own key, so a client retrying the whole
- * signup gets the same user back. If the cell refuses definitely, the
- * reservation is released; if the outcome is unknown it is left to expire.
+ * signup gets the same user back. Only a definite refusal by the cell
+ * releases the reservation; otherwise (unknown outcome, cell out of reach)
+ * it is left for the retry, or to expire.
  * A saga runs to its end even if its request was abandoned (deadline,
  * connection closed): only the answer is dropped.
  *
@@ -49,6 +50,7 @@
 #include "session.h"
 
 #define TASKS_REGISTER_RETRY_MS 1000
+#define TASKS_LEARN_EVERY_MS 2000
 #define TASKS_SHIP_IDLE_MS 100
 #define TASKS_SHIP_RETRY_MS 500
 #define TASKS_SHIP_ROWS 256
@@ -89,6 +91,10 @@ struct cluster_tasks {
     struct route_cache *routes;
     unsigned open_clients;
     bool stopping;
+    /* Cells learned from the directory (cells added after this node read
+     * its topology file), kept in the route cache. */
+    bool learning;
+    uint64_t next_learn_ms;
     /* Registration of this node's cell, once per term it leads. */
     uint64_t registered_term;  /* 0: not registered in any term yet */
     uint64_t registering_term; /* the term of the call in flight */
@@ -171,6 +177,38 @@ static gs_client *tasks_metadata(struct cluster_tasks *t)
     return tasks_group_client(t, CLUSTER_GROUP_METADATA, &t->metadata);
 }
 
+/* Region and members of a cell: from the topology file, else as learned
+ * from the directory. Returns 0 or GS_ENOTFOUND (then a refresh of the
+ * learned cells is due at once). */
+static int tasks_cell_info(struct cluster_tasks *t, uint32_t cell_id, struct route_cell *out)
+{
+    const struct cluster_config *cc = t->srv->cluster;
+    if (cluster_config_find_cell(cc, cell_id) != NULL) {
+        struct cluster_member members[CLUSTER_GROUP_MAX_MEMBERS];
+        size_t n = 0;
+        if (cluster_config_group_members(cc, CLUSTER_GROUP_CELL, cell_id, members,
+                                         CLUSTER_GROUP_MAX_MEMBERS, &n) != 0) {
+            return GS_ENOTFOUND;
+        }
+        memset(out, 0, sizeof *out);
+        out->cell_id = cell_id;
+        snprintf(out->region, sizeof out->region, "%s",
+                 cc->regions[cluster_config_find_cell(cc, cell_id)->region]);
+        for (size_t i = 0; i < n && i < ROUTE_MAX_MEMBERS; i++) {
+            out->members[i].node_id = members[i].id;
+            snprintf(out->members[i].client_address, sizeof out->members[i].client_address, "%s",
+                     members[i].client_address);
+            out->n_members++;
+        }
+        return 0;
+    }
+    if (route_cache_get_cell(t->routes, cell_id, out) == 0) {
+        return 0;
+    }
+    t->next_learn_ms = 0;
+    return GS_ENOTFOUND;
+}
+
 static gs_client *tasks_cell(struct cluster_tasks *t, uint32_t cell_id)
 {
     for (size_t i = 0; i < t->n_cells; i++) {
@@ -178,15 +216,14 @@ static gs_client *tasks_cell(struct cluster_tasks *t, uint32_t cell_id)
             return t->cells[i].client;
         }
     }
-    if (t->stopping) {
+    struct route_cell info;
+    if (t->stopping || tasks_cell_info(t, cell_id, &info) != 0) {
         return NULL;
     }
-    struct cluster_member members[CLUSTER_GROUP_MAX_MEMBERS];
-    const char *seeds[CLUSTER_GROUP_MAX_MEMBERS];
-    size_t n = 0;
-    if (cluster_config_group_members(t->srv->cluster, CLUSTER_GROUP_CELL, cell_id, members,
-                                     CLUSTER_GROUP_MAX_MEMBERS, &n) != 0) {
-        return NULL;
+    /* This region's members are the same as any: a cell lives in one. */
+    const char *seeds[ROUTE_MAX_MEMBERS];
+    for (unsigned i = 0; i < info.n_members; i++) {
+        seeds[i] = info.members[i].client_address;
     }
     if (t->n_cells == t->cap_cells) {
         size_t cap = t->cap_cells == 0 ? 8 : 2 * t->cap_cells;
@@ -197,7 +234,7 @@ static gs_client *tasks_cell(struct cluster_tasks *t, uint32_t cell_id)
         t->cells = cells;
         t->cap_cells = cap;
     }
-    gs_client *c = tasks_open(t, seeds, tasks_seeds(t, members, n, seeds));
+    gs_client *c = tasks_open(t, seeds, info.n_members);
     if (c == NULL) {
         return NULL;
     }
@@ -227,6 +264,62 @@ static int tasks_call(gs_client *c, uint16_t method, const ProtobufCMessage *msg
 
 static void ship_tick(struct cluster_tasks *t, const struct group_status *st);
 
+/* ------------------------------------------------------------ learning cells */
+
+static void tasks_learned_cb(int status, uint32_t leader_id, const uint8_t *body, size_t len,
+                             void *data)
+{
+    (void)leader_id;
+    struct cluster_tasks *t = data;
+    t->learning = false;
+    Geoscale__ListCellsResponse *resp =
+        status == 0 ? geoscale__list_cells_response__unpack(NULL, len, body) : NULL;
+    if (resp == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < resp->n_cells; i++) {
+        const Geoscale__CellInfo *ci = resp->cells[i];
+        if (cluster_config_find_cell(t->srv->cluster, ci->cell_id) != NULL ||
+            ci->n_members == 0 || ci->n_members > ROUTE_MAX_MEMBERS) {
+            continue; /* known from the topology file, or unusable */
+        }
+        struct route_cell rc;
+        memset(&rc, 0, sizeof rc);
+        rc.cell_id = ci->cell_id;
+        snprintf(rc.region, sizeof rc.region, "%s", ci->region);
+        for (size_t m = 0; m < ci->n_members; m++) {
+            rc.members[m].node_id = ci->members[m]->node_id;
+            snprintf(rc.members[m].client_address, sizeof rc.members[m].client_address, "%s",
+                     ci->members[m]->client_address);
+        }
+        rc.n_members = (unsigned)ci->n_members;
+        rc.directory_version = resp->version;
+        if (route_cache_put_cell(t->routes, &rc) == 0) {
+            log_debug("cluster", "event=cell_learned cell_id=%u region=%s", rc.cell_id,
+                      rc.region);
+        }
+    }
+    geoscale__list_cells_response__free_unpacked(resp, NULL);
+}
+
+static void learn_tick(struct cluster_tasks *t)
+{
+    uint64_t now = uv_now(t->srv->loop);
+    if (t->learning || now < t->next_learn_ms) {
+        return;
+    }
+    gs_client *dir = tasks_directory(t);
+    if (dir == NULL) {
+        return;
+    }
+    Geoscale__ListCellsRequest rq = GEOSCALE__LIST_CELLS_REQUEST__INIT;
+    t->next_learn_ms = now + TASKS_LEARN_EVERY_MS;
+    if (tasks_call(dir, GEOSCALE__METHOD__METHOD_DIRECTORY_LIST_CELLS, &rq.base, NULL,
+                   tasks_learned_cb, t) == 0) {
+        t->learning = true;
+    }
+}
+
 /* ------------------------------------------------------------ registration */
 
 static void tasks_registered_cb(int status, uint32_t leader_id, const uint8_t *body, size_t len,
@@ -251,7 +344,11 @@ void cluster_tasks_tick(struct cluster_tasks *t)
 {
     struct server *srv = t->srv;
     struct group *cell = srv->groups[METHOD_GROUP_CELL];
-    if (t->stopping || cell == NULL) {
+    if (t->stopping) {
+        return;
+    }
+    learn_tick(t);
+    if (cell == NULL) {
         return;
     }
     struct group_status st;
@@ -677,8 +774,13 @@ static void signup_reserved_cb(int status, uint32_t leader_id, const uint8_t *bo
         geoscale__create_user_request__free_unpacked(cu, NULL);
     }
     if (rv != 0) {
+        /* This node cannot reach the cell yet (e.g. a cell added after it
+         * started, not learned yet). Not the cell's refusal: keep the
+         * reservation, which the client's retry (same key) gets back from
+         * the directory, or which expires. Releasing it here would let
+         * that retry create a user whose reservation is gone. */
         s->status = GS_EUNAVAILABLE;
-        signup_release(s);
+        signup_done(s);
     }
 }
 
@@ -749,13 +851,14 @@ static void routed_answer_cb(int status, uint32_t leader_id, const uint8_t *body
 static void routed_send(struct routed *r, uint32_t cell_id)
 {
     struct cluster_tasks *t = r->t;
-    const struct cluster_cell *cell = cluster_config_find_cell(t->srv->cluster, cell_id);
-    if (cell == NULL) {
+    struct route_cell cell;
+    if (tasks_cell_info(t, cell_id, &cell) != 0) {
+        /* A cell this node has not learned yet: the client retries. */
         tasks_finish(t->srv, r->req, GS_EUNAVAILABLE, 0, NULL, 0);
         free(r);
         return;
     }
-    const char *region = t->srv->cluster->regions[cell->region];
+    const char *region = cell.region;
     if (method_carries_pii(r->req->header.method) && strcmp(region, t->srv->cfg->region) != 0) {
         tasks_wrong_region(t, r->req, r->user_id, cell_id, region);
         free(r);
@@ -792,7 +895,8 @@ static void routed_route_cb(int status, uint32_t leader_id, const uint8_t *body,
             geoscale__get_route_response__free_unpacked(resp, NULL);
         }
         uint32_t cell_id = (uint32_t)(r->user_id >> 40);
-        if (cluster_config_find_cell(r->t->srv->cluster, cell_id) == NULL) {
+        struct route_cell known;
+        if (tasks_cell_info(r->t, cell_id, &known) != 0) {
             tasks_finish(r->t->srv, r->req, status == 0 ? GS_ENOTFOUND : status, 0, NULL, 0);
             free(r);
             return;
@@ -801,10 +905,61 @@ static void routed_route_cb(int status, uint32_t leader_id, const uint8_t *body,
         return;
     }
     uint32_t cell_id = resp->route->cell_id;
-    route_cache_set_version(r->t->routes, resp->version);
-    route_cache_put_user(r->t->routes, r->user_id, cell_id, resp->version);
+    /* The directory's version moves with every signup; only a change that
+     * breaks routes (a user moving between cells, which does not happen
+     * yet) may invalidate the cache, so it is not fed from here. */
+    route_cache_put_user(r->t->routes, r->user_id, cell_id, 0);
     geoscale__get_route_response__free_unpacked(resp, NULL);
     routed_send(r, cell_id);
+}
+
+static void routed_lookup_cb(int status, uint32_t leader_id, const uint8_t *body, size_t len,
+                             void *data)
+{
+    (void)leader_id;
+    struct routed *r = data;
+    Geoscale__LookupUsernameResponse *resp =
+        status == 0 ? geoscale__lookup_username_response__unpack(NULL, len, body) : NULL;
+    if (resp == NULL || resp->route == NULL) {
+        tasks_finish(r->t->srv, r->req, status == 0 ? GS_ENOTFOUND : status, 0, NULL, 0);
+        if (resp != NULL) {
+            geoscale__lookup_username_response__free_unpacked(resp, NULL);
+        }
+        free(r);
+        return;
+    }
+    r->user_id = resp->route->user_id;
+    uint32_t cell_id = resp->route->cell_id;
+    geoscale__lookup_username_response__free_unpacked(resp, NULL);
+    routed_send(r, cell_id);
+}
+
+/* GetUser by username: which cell holds the name is the directory's to say
+ * (asked with the name's keyed hash, never the name). */
+static void tasks_route_username(struct cluster_tasks *t, struct server_request *req,
+                                 const char *username)
+{
+    struct routed *r = calloc(1, sizeof *r);
+    if (r == NULL || request_hold(req, REQ_FORWARDING) != 0) {
+        free(r);
+        request_reply(req, GS_ENOMEM, 0, NULL, 0);
+        return;
+    }
+    r->t = t;
+    r->req = req;
+    const struct node_config *cfg = t->srv->cfg;
+    uint8_t hash[KEY_USERNAME_HASH_LEN];
+    key_username_hash(cfg->username_hash_key, cfg->username_hash_key_len, username,
+                      strlen(username), hash);
+    Geoscale__LookupUsernameRequest rq = GEOSCALE__LOOKUP_USERNAME_REQUEST__INIT;
+    rq.hash.data = hash;
+    rq.hash.len = sizeof hash;
+    gs_client *dir = tasks_directory(t);
+    if (dir == NULL || tasks_call(dir, GEOSCALE__METHOD__METHOD_DIRECTORY_LOOKUP_USERNAME,
+                                  &rq.base, NULL, routed_lookup_cb, r) != 0) {
+        tasks_finish(t->srv, req, GS_EUNAVAILABLE, 0, NULL, 0);
+        free(r);
+    }
 }
 
 /* The user a cell request is about (0 if it names none by id). */
@@ -871,8 +1026,19 @@ bool cluster_tasks_dispatch(struct cluster_tasks *t, struct server_request *req)
         return true;
     }
     uint64_t user_id = tasks_subject(req);
+    if (user_id == 0 && req->header.method == GEOSCALE__METHOD__METHOD_GET_USER) {
+        Geoscale__GetUserRequest *gu = geoscale__get_user_request__unpack(NULL, req->len, req->body);
+        if (gu != NULL && gu->username[0] != '\0') {
+            tasks_route_username(t, req, gu->username);
+            geoscale__get_user_request__free_unpacked(gu, NULL);
+            return true;
+        }
+        if (gu != NULL) {
+            geoscale__get_user_request__free_unpacked(gu, NULL);
+        }
+    }
     if (user_id == 0) {
-        return false; /* e.g. GetUser by username: served by this node's cell */
+        return false;
     }
     /* Ids carry the cell that allocated them: a user of this node's cell is
      * served here (the cell itself checks ownership). */

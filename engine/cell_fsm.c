@@ -51,7 +51,6 @@
 #include <sodium.h>
 
 #include "cell_internal.h"
-#include "entry.h"
 #include "geoscale/errors.h"
 #include "metadata.pb-c.h"
 #include "log.h"
@@ -200,99 +199,39 @@ static int run_request(struct cell_ctx *ctx, uint32_t method, const uint8_t *dat
     return rv;
 }
 
-/* Apply one command. Returns 0 with its outcome in *status, *body and *len (body
- * malloc'd iff status == 0), or a fatal code. */
-static int apply_command(struct cell_ctx *ctx, const Geoscale__CellCommand *cmd, int *status,
-                         uint8_t **body, size_t *len)
+/* rsm_command_fn: one command of an entry at batch time now_ms. */
+static int apply_request(void *vctx, uint32_t method, const uint8_t *data, size_t data_len,
+                         int64_t now_ms, uint8_t **body, size_t *len)
 {
-    struct rsm *r = &ctx->fsm->rsm;
-    const struct method_info *info = method_lookup(cmd->method);
-    bool remember = cmd->client_id != 0 && (info == NULL || info->kind != METHOD_KIND_READ);
-    int rv;
-
-    *body = NULL;
-    *len = 0;
-    if (remember) {
-        bool found = false;
-        rv = rsm_result_get(r, cmd->client_id, cmd->client_seq, &found, status, body, len);
-        if (rv != 0 || found) {
-            return rv;
-        }
-    }
-    rv = run_request(ctx, cmd->method, cmd->body.data, cmd->body.len, body, len);
-    if (is_fatal(rv)) {
-        return rv;
-    }
-    *status = rv;
-    if (remember) {
-        rv = rsm_result_put(r, ctx->now_ms, cmd->client_id, cmd->client_seq, *status, *body, *len);
-        if (rv != 0) {
-            free(*body);
-            *body = NULL;
-            return rv;
-        }
-    }
-    return 0;
+    struct cell_ctx *ctx = vctx;
+    ctx->now_ms = now_ms;
+    return run_request(ctx, method, data, data_len, body, len);
 }
+
+/* Read methods inside a batch are served but not remembered. */
+static bool is_remembered(uint32_t method)
+{
+    const struct method_info *info = method_lookup(method);
+    return info == NULL || info->kind != METHOD_KIND_READ;
+}
+
+static const struct rsm_apply_spec apply_spec = {
+    .log_name = "cell",
+    .log_id = "cell",
+    .run = apply_request,
+    .is_fatal = is_fatal,
+    .remembered = is_remembered,
+    .begin = NULL,
+    .result_ttl_ms = CELL_RESULT_TTL_MS,
+    .result_expire_max = CELL_RESULT_EXPIRE_MAX,
+};
 
 int cell_fsm_apply(struct cell_fsm *fsm, uint64_t index, const void *entry, size_t len,
                    struct cell_result *results, size_t max_results, size_t *n_results)
 {
-    struct rsm *r = &fsm->rsm;
-    Geoscale__CellBatch *batch = NULL;
-    size_t n = 0;
-    int rv;
-
-    *n_results = 0;
-    if (!rsm_begin_entry(r, index)) {
-        return 0;
-    }
-    if (entry_decode(entry, len, &batch) != 0) {
-        /* Every replica sees the same bytes and skips them alike. */
-        log_warn("cell", "event=undecodable_entry cell=%" PRIu32 " index=%" PRIu64 " len=%zu",
-                 fsm->cell_id, index, len);
-        return rsm_commit_entry(r, index);
-    }
-    struct cell_ctx ctx = {.fsm = fsm, .now_ms = batch->timestamp_ms};
-    rv = rsm_results_expire(r, ctx.now_ms, CELL_RESULT_TTL_MS, CELL_RESULT_EXPIRE_MAX);
-    if (rv != 0) {
-        goto err;
-    }
-    for (size_t i = 0; i < batch->n_commands; i++) {
-        int status = 0;
-        uint8_t *body = NULL;
-        size_t body_len = 0;
-        rv = apply_command(&ctx, batch->commands[i], &status, &body, &body_len);
-        if (rv != 0) {
-            goto err;
-        }
-        if (n < max_results) {
-            results[n].status = status;
-            results[n].body = body;
-            results[n].len = body_len;
-            n++;
-        } else {
-            free(body);
-        }
-    }
-    rv = rsm_commit_entry(r, index);
-    if (rv != 0) {
-        goto err;
-    }
-    geoscale__cell_batch__free_unpacked(batch, NULL);
-    *n_results = n;
-    return 0;
-err:
-    log_error("cell", "event=apply_failed cell=%" PRIu32 " index=%" PRIu64 " code=%s", fsm->cell_id,
-              index, gs_error_name(rv));
-    for (size_t i = 0; i < n; i++) {
-        free(results[i].body);
-        results[i].body = NULL;
-        results[i].len = 0;
-    }
-    rsm_abort_entry(r);
-    geoscale__cell_batch__free_unpacked(batch, NULL);
-    return rv;
+    struct cell_ctx ctx = {.fsm = fsm, .now_ms = 0};
+    return rsm_apply_entry(&fsm->rsm, index, entry, len, &apply_spec, &ctx, results, max_results,
+                           n_results);
 }
 
 int cell_fsm_apply_empty(struct cell_fsm *fsm, uint64_t index)

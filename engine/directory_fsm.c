@@ -206,101 +206,47 @@ static int run_request(struct dir_ctx *ctx, uint32_t kind, const uint8_t *data, 
     return rv;
 }
 
-static int apply_command(struct dir_ctx *ctx, const Geoscale__DirectoryCommand *cmd, int *status,
-                         uint8_t **body, size_t *len)
+/* rsm_command_fn: one command of an entry at batch time now_ms. */
+static int apply_request(void *vctx, uint32_t kind, const uint8_t *data, size_t data_len,
+                         int64_t now_ms, uint8_t **body, size_t *len)
 {
-    struct rsm *r = &ctx->fsm->rsm;
-    const struct dir_kind_info *info = dir_kind_lookup((uint32_t)cmd->kind);
-    bool remember = cmd->client_id != 0 && (info == NULL || !info->read);
-    int rv;
-
-    *body = NULL;
-    *len = 0;
-    if (remember) {
-        bool found = false;
-        rv = rsm_result_get(r, cmd->client_id, cmd->client_seq, &found, status, body, len);
-        if (rv != 0 || found) {
-            return rv;
-        }
-    }
-    rv = run_request(ctx, (uint32_t)cmd->kind, cmd->body.data, cmd->body.len, body, len);
-    if (is_fatal(rv)) {
-        return rv;
-    }
-    *status = rv;
-    if (remember) {
-        rv = rsm_result_put(r, ctx->now_ms, cmd->client_id, cmd->client_seq, *status, *body, *len);
-        if (rv != 0) {
-            free(*body);
-            *body = NULL;
-            return rv;
-        }
-    }
-    return 0;
+    struct dir_ctx *ctx = vctx;
+    ctx->now_ms = now_ms;
+    return run_request(ctx, kind, data, data_len, body, len);
 }
+
+/* Read kinds inside a batch are served but not remembered. */
+static bool is_remembered(uint32_t kind)
+{
+    const struct dir_kind_info *info = dir_kind_lookup(kind);
+    return info == NULL || !info->read;
+}
+
+/* Per entry, before the stored results expire: the expired reservations. */
+static int begin_entry(void *vctx, int64_t now_ms)
+{
+    struct dir_ctx *ctx = vctx;
+    ctx->now_ms = now_ms;
+    return expire_reservations(ctx);
+}
+
+static const struct rsm_apply_spec apply_spec = {
+    .log_name = "directory",
+    .log_id = "shard",
+    .run = apply_request,
+    .is_fatal = is_fatal,
+    .remembered = is_remembered,
+    .begin = begin_entry,
+    .result_ttl_ms = DIRECTORY_RESULT_TTL_MS,
+    .result_expire_max = DIRECTORY_RESULT_EXPIRE_MAX,
+};
 
 int directory_fsm_apply(struct directory_fsm *fsm, uint64_t index, const void *entry, size_t len,
                         struct cell_result *results, size_t max_results, size_t *n_results)
 {
-    struct rsm *r = &fsm->rsm;
-    Geoscale__DirectoryBatch *batch = NULL;
-    size_t n = 0;
-    int rv;
-
-    *n_results = 0;
-    if (!rsm_begin_entry(r, index)) {
-        return 0;
-    }
-    if (directory_entry_decode(entry, len, &batch) != 0) {
-        /* Every replica sees the same bytes and skips them alike. */
-        log_warn("directory", "event=undecodable_entry shard=%" PRIu32 " index=%" PRIu64 " len=%zu",
-                 fsm->shard_id, index, len);
-        return rsm_commit_entry(r, index);
-    }
-    struct dir_ctx ctx = {.fsm = fsm, .now_ms = batch->timestamp_ms};
-    rv = expire_reservations(&ctx);
-    if (rv == 0) {
-        rv =
-            rsm_results_expire(r, ctx.now_ms, DIRECTORY_RESULT_TTL_MS, DIRECTORY_RESULT_EXPIRE_MAX);
-    }
-    if (rv != 0) {
-        goto err;
-    }
-    for (size_t i = 0; i < batch->n_commands; i++) {
-        int status = 0;
-        uint8_t *body = NULL;
-        size_t body_len = 0;
-        rv = apply_command(&ctx, batch->commands[i], &status, &body, &body_len);
-        if (rv != 0) {
-            goto err;
-        }
-        if (n < max_results) {
-            results[n].status = status;
-            results[n].body = body;
-            results[n].len = body_len;
-            n++;
-        } else {
-            free(body);
-        }
-    }
-    rv = rsm_commit_entry(r, index);
-    if (rv != 0) {
-        goto err;
-    }
-    geoscale__directory_batch__free_unpacked(batch, NULL);
-    *n_results = n;
-    return 0;
-err:
-    log_error("directory", "event=apply_failed shard=%" PRIu32 " index=%" PRIu64 " code=%s",
-              fsm->shard_id, index, gs_error_name(rv));
-    for (size_t i = 0; i < n; i++) {
-        free(results[i].body);
-        results[i].body = NULL;
-        results[i].len = 0;
-    }
-    rsm_abort_entry(r);
-    geoscale__directory_batch__free_unpacked(batch, NULL);
-    return rv;
+    struct dir_ctx ctx = {.fsm = fsm, .now_ms = 0};
+    return rsm_apply_entry(&fsm->rsm, index, entry, len, &apply_spec, &ctx, results, max_results,
+                           n_results);
 }
 
 int directory_fsm_apply_empty(struct directory_fsm *fsm, uint64_t index)

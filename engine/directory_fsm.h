@@ -77,8 +77,10 @@ void directory_fsm_close(struct directory_fsm *fsm);
 uint64_t directory_fsm_applied_index(const struct directory_fsm *fsm);
 
 /*
- * Apply the directory entry at `index` (directory_entry_encode()'s format):
- * exactly as cell_fsm_apply(), with DirectoryBatch for CellBatch and command
+ * Apply the directory entry at `index` (engine/entry.h's format; a packed
+ * DirectoryBatch, which has CellBatch's field numbers and wire types, so
+ * entry_encode() of a CellBatch whose methods are command kinds is the same
+ * bytes): exactly as cell_fsm_apply() (rsm_apply_entry()), with command
  * kinds for methods. Before the commands, at most DIRECTORY_EXPIRE_MAX
  * reservations expired by the batch's timestamp are deleted, and stored
  * idempotency results older than an hour (as in a cell). results[i].body is
@@ -112,17 +114,5 @@ int directory_fsm_digest(struct directory_fsm *fsm, uint8_t digest[32], uint64_t
  * Pure; the same on every node. */
 uint32_t directory_user_shard(uint64_t user_id, uint32_t n_shards);
 uint32_t directory_username_shard(const uint8_t hash[DIRECTORY_HASH_LEN], uint32_t n_shards);
-
-/* ---------------------------------------------------------------- entries */
-
-/* A directory entry has engine/entry.h's framing (8-byte header with the
- * format version and body length, zero padding to a multiple of 8) around a
- * packed DirectoryBatch. */
-size_t directory_entry_encoded_size(const Geoscale__DirectoryBatch *batch);
-/* Encode into buf of directory_entry_encoded_size() bytes; returns that. */
-size_t directory_entry_encode(const Geoscale__DirectoryBatch *batch, uint8_t *buf);
-/* 0 and *out (free with geoscale__directory_batch__free_unpacked), or
- * GS_EPROTO. */
-int directory_entry_decode(const void *buf, size_t len, Geoscale__DirectoryBatch **out);
 
 #endif /* GS_ENGINE_DIRECTORY_FSM_H */

@@ -4,7 +4,6 @@
  *   directory_fsm.c     open/close, apply (commands, idempotency, expiry of
  *                       results and reservations), read, digest, sync
  *   directory_ops.c     the command handlers and the request checks
- *   directory_entry.c   the Raft entry codec
  *
  * Key layout (one prefix byte, fixed-width big-endian fields; the base owns
  * 'S', 'R' and 'r', see keys.h and rsm.h):

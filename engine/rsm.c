@@ -28,7 +28,9 @@
 
 #include <sodium.h>
 
+#include "cell_fsm.h"
 #include "checkpoint.h"
+#include "entry.h"
 #include "geoscale.pb-c.h"
 #include "geoscale/errors.h"
 #include "log.h"
@@ -543,6 +545,105 @@ int rsm_results_expire(struct rsm *r, int64_t now_ms, int64_t ttl_ms, size_t max
     }
     free(found);
     return 0;
+}
+
+/* ---------------------------------------------------------------- apply loop */
+
+/* Apply one command. Returns 0 with its outcome in *status, *body and *len
+ * (body malloc'd iff status == 0), or a fatal code. */
+static int apply_command(struct rsm *r, const struct rsm_apply_spec *spec, void *ctx,
+                         int64_t now_ms, const Geoscale__CellCommand *cmd, int *status,
+                         uint8_t **body, size_t *len)
+{
+    bool remember = cmd->client_id != 0 && spec->remembered(cmd->method);
+    int rv;
+
+    *body = NULL;
+    *len = 0;
+    if (remember) {
+        bool found = false;
+        rv = rsm_result_get(r, cmd->client_id, cmd->client_seq, &found, status, body, len);
+        if (rv != 0 || found) {
+            return rv;
+        }
+    }
+    rv = spec->run(ctx, cmd->method, cmd->body.data, cmd->body.len, now_ms, body, len);
+    if (spec->is_fatal(rv)) {
+        return rv;
+    }
+    *status = rv;
+    if (remember) {
+        rv = rsm_result_put(r, now_ms, cmd->client_id, cmd->client_seq, *status, *body, *len);
+        if (rv != 0) {
+            free(*body);
+            *body = NULL;
+            return rv;
+        }
+    }
+    return 0;
+}
+
+int rsm_apply_entry(struct rsm *r, uint64_t index, const void *entry, size_t len,
+                    const struct rsm_apply_spec *spec, void *ctx, struct cell_result *results,
+                    size_t max_results, size_t *n_results)
+{
+    Geoscale__CellBatch *batch = NULL;
+    size_t n = 0;
+    int rv;
+
+    *n_results = 0;
+    if (!rsm_begin_entry(r, index)) {
+        return 0;
+    }
+    if (entry_decode(entry, len, &batch) != 0) {
+        /* Every replica sees the same bytes and skips them alike. */
+        log_warn(spec->log_name, "event=undecodable_entry %s=%" PRIu64 " index=%" PRIu64 " len=%zu",
+                 spec->log_id, r->identity, index, len);
+        return rsm_commit_entry(r, index);
+    }
+    int64_t now_ms = batch->timestamp_ms;
+    rv = spec->begin != NULL ? spec->begin(ctx, now_ms) : 0;
+    if (rv == 0) {
+        rv = rsm_results_expire(r, now_ms, spec->result_ttl_ms, spec->result_expire_max);
+    }
+    if (rv != 0) {
+        goto err;
+    }
+    for (size_t i = 0; i < batch->n_commands; i++) {
+        int status = 0;
+        uint8_t *body = NULL;
+        size_t body_len = 0;
+        rv = apply_command(r, spec, ctx, now_ms, batch->commands[i], &status, &body, &body_len);
+        if (rv != 0) {
+            goto err;
+        }
+        if (n < max_results) {
+            results[n].status = status;
+            results[n].body = body;
+            results[n].len = body_len;
+            n++;
+        } else {
+            free(body);
+        }
+    }
+    rv = rsm_commit_entry(r, index);
+    if (rv != 0) {
+        goto err;
+    }
+    geoscale__cell_batch__free_unpacked(batch, NULL);
+    *n_results = n;
+    return 0;
+err:
+    log_error(spec->log_name, "event=apply_failed %s=%" PRIu64 " index=%" PRIu64 " code=%s",
+              spec->log_id, r->identity, index, gs_error_name(rv));
+    for (size_t i = 0; i < n; i++) {
+        free(results[i].body);
+        results[i].body = NULL;
+        results[i].len = 0;
+    }
+    rsm_abort_entry(r);
+    geoscale__cell_batch__free_unpacked(batch, NULL);
+    return rv;
 }
 
 /* ---------------------------------------------------------------- digest */

@@ -15,6 +15,10 @@
  *   - idempotency rows: the outcome of a client command at 'R'+client_id+
  *     client_seq, with a time index 'r'+ts+client_id+client_seq expired by
  *     batch time, a bounded number per entry;
+ *   - the apply loop: rsm_apply_entry() decodes an entry (engine/entry.h),
+ *     runs its commands through the state machine's handler, answers
+ *     remembered commands from their idempotency rows, and commits or aborts
+ *     the entry; a state machine supplies a struct rsm_apply_spec;
  *   - digest: BLAKE2b-256 over every replicated key and value (everything but
  *     'S' applied_index, which is node-local bookkeeping);
  *   - sync: rocksdb_flush_wal(db, 1), before libraft may truncate its log;
@@ -167,6 +171,56 @@ int rsm_result_put(struct rsm *r, int64_t now_ms, uint64_t client_id, uint64_t c
 /* Delete at most max remembered outcomes stored before now_ms - ttl_ms, the
  * oldest first. Inside an entry. 0 or GS_EIO. */
 int rsm_results_expire(struct rsm *r, int64_t now_ms, int64_t ttl_ms, size_t max);
+
+/* ---------------------------------------------------------------- apply loop */
+
+struct cell_result; /* cell_fsm.h: the result type of every group */
+
+/*
+ * Run one command of an entry: decode `body` as the request of `method`,
+ * check it and apply it through the state machine's context `ctx`, at batch
+ * time now_ms. Returns the command's status (0 with *out, malloc'd and then
+ * owned by the caller, and *out_len; or a non-fatal GS_E* code with *out
+ * NULL) or a code the spec's is_fatal() accepts.
+ */
+typedef int (*rsm_command_fn)(void *ctx, uint32_t method, const uint8_t *body, size_t len,
+                              int64_t now_ms, uint8_t **out, size_t *out_len);
+
+/* What differs between the state machines that share rsm_apply_entry(). */
+struct rsm_apply_spec {
+    const char *log_name;                /* log component: "cell", "directory", ... */
+    const char *log_id;                  /* name of r->identity in log lines: "cell", "shard" */
+    rsm_command_fn run;                  /* runs one command */
+    bool (*is_fatal)(int rv);            /* true: the entry fails, nothing commits */
+    bool (*remembered)(uint32_t method); /* false: never stored (reads) */
+    /* Optional, before the idempotency rows expire: per-entry housekeeping
+     * of the state machine at batch time. 0 or a fatal code. */
+    int (*begin)(void *ctx, int64_t now_ms);
+    int64_t result_ttl_ms;    /* stored outcomes older than this expire ... */
+    size_t result_expire_max; /* ... at most this many per entry */
+};
+
+/*
+ * Apply the Raft entry at `index` (engine/entry.h's format, a CellBatch; a
+ * wire-compatible batch such as DirectoryBatch decodes the same):
+ *   - a replay (index <= applied_index) is skipped: 0, *n_results 0;
+ *   - an entry that does not decode is logged and consumed (applied_index
+ *     advances, nothing else is written): every replica skips it alike;
+ *   - otherwise spec->begin() (if any), then at most spec->result_expire_max
+ *     stored outcomes older than spec->result_ttl_ms of the batch's
+ *     timestamp_ms are deleted, then each command runs in order: a command
+ *     with client_id != 0 whose method is remembered returns its stored
+ *     outcome if there is one, else it runs and its outcome is stored;
+ *   - the entry commits with applied_index = index.
+ * The outcomes of the first max_results commands go to results[] (each body
+ * owned by the caller, free with free()), the rest are freed; *n_results is
+ * how many. A fatal code (spec->is_fatal(), or GS_EIO/GS_ENOMEM of the base)
+ * aborts the entry: nothing is written, results[] holds nothing, and the
+ * code is returned; the replica must stop.
+ */
+int rsm_apply_entry(struct rsm *r, uint64_t index, const void *entry, size_t len,
+                    const struct rsm_apply_spec *spec, void *ctx, struct cell_result *results,
+                    size_t max_results, size_t *n_results);
 
 /* ---------------------------------------------------------------- digest */
 

@@ -2,8 +2,9 @@
  * Unit tests of the directory state machine (engine/directory_fsm.h) over a
  * real RocksDB in a mkdtemp directory under /tmp (removed afterwards).
  *
- * Entries are DirectoryBatch entries encoded with directory_entry_encode()
- * and applied at increasing indexes, as the Raft group would; lookups go
+ * Entries are CellBatch entries whose methods are command kinds, encoded with
+ * entry_encode() as the Raft group does (DirectoryBatch is wire-compatible:
+ * test_entry_codec), and applied at increasing indexes, as the Raft group would; lookups go
  * through directory_fsm_read(). "Changes nothing" is checked with the digest.
  */
 #include <setjmp.h>
@@ -24,6 +25,7 @@
 
 #include "engine/cell_fsm.h"
 #include "engine/directory_fsm.h"
+#include "engine/entry.h"
 #include "engine/keys.h"
 #include "geoscale/errors.h"
 
@@ -132,13 +134,13 @@ struct cmd {
 
 static uint8_t *encode(const struct cmd *c, size_t n, int64_t ts, size_t *len)
 {
-    Geoscale__DirectoryBatch batch = GEOSCALE__DIRECTORY_BATCH__INIT;
-    Geoscale__DirectoryCommand *cmds = calloc(n + 1, sizeof *cmds);
-    Geoscale__DirectoryCommand **ptrs = calloc(n + 1, sizeof *ptrs);
+    Geoscale__CellBatch batch = GEOSCALE__CELL_BATCH__INIT;
+    Geoscale__CellCommand *cmds = calloc(n + 1, sizeof *cmds);
+    Geoscale__CellCommand **ptrs = calloc(n + 1, sizeof *ptrs);
     uint8_t **bodies = calloc(n + 1, sizeof *bodies);
     for (size_t i = 0; i < n; i++) {
-        geoscale__directory_command__init(&cmds[i]);
-        cmds[i].kind = (Geoscale__DirectoryCommandKind)c[i].kind;
+        geoscale__cell_command__init(&cmds[i]);
+        cmds[i].method = c[i].kind;
         cmds[i].client_id = c[i].client_id;
         cmds[i].client_seq = c[i].client_seq;
         if (c[i].msg != NULL) {
@@ -157,9 +159,9 @@ static uint8_t *encode(const struct cmd *c, size_t n, int64_t ts, size_t *len)
     batch.proposer_id = 1;
     batch.n_commands = n;
     batch.commands = ptrs;
-    *len = directory_entry_encoded_size(&batch);
+    *len = entry_encoded_size(&batch);
     uint8_t *buf = malloc(*len);
-    assert_int_equal(directory_entry_encode(&batch, buf), *len);
+    assert_int_equal(entry_encode(&batch, buf), *len);
     for (size_t i = 0; i < n; i++) {
         free(bodies[i]);
     }
@@ -1349,30 +1351,53 @@ static void test_validate(void **state)
 static void test_entry_codec(void **state)
 {
     (void)state;
-    Geoscale__DirectoryBatch *out = NULL;
+    Geoscale__CellBatch *out = NULL;
     size_t len = 0;
     Geoscale__GetRouteRequest gr = GEOSCALE__GET_ROUTE_REQUEST__INIT;
     gr.user_id = 9;
     struct cmd c = {K(GET_ROUTE), 3, 4, &gr.base, NULL, 0};
     uint8_t *buf = encode(&c, 1, T0, &len);
     assert_int_equal(len % 8, 0);
-    assert_int_equal(directory_entry_decode(buf, len, &out), 0);
+    assert_int_equal(entry_decode(buf, len, &out), 0);
     assert_int_equal(out->timestamp_ms, T0);
     assert_int_equal(out->n_commands, 1);
-    assert_int_equal(out->commands[0]->kind, K(GET_ROUTE));
+    assert_int_equal(out->commands[0]->method, K(GET_ROUTE));
     assert_int_equal(out->commands[0]->client_seq, 4);
-    geoscale__directory_batch__free_unpacked(out, NULL);
+    geoscale__cell_batch__free_unpacked(out, NULL);
+
+    /* A DirectoryBatch of the same commands packs to the same body bytes. */
+    uint8_t gr_body[64];
+    size_t gr_len = protobuf_c_message_pack(&gr.base, gr_body);
+    Geoscale__DirectoryCommand dc = GEOSCALE__DIRECTORY_COMMAND__INIT;
+    Geoscale__DirectoryCommand *dcp = &dc;
+    dc.kind = (Geoscale__DirectoryCommandKind)K(GET_ROUTE);
+    dc.client_id = 3;
+    dc.client_seq = 4;
+    dc.body.data = gr_body;
+    dc.body.len = gr_len;
+    Geoscale__DirectoryBatch db = GEOSCALE__DIRECTORY_BATCH__INIT;
+    db.timestamp_ms = T0;
+    db.proposer_id = 1;
+    db.n_commands = 1;
+    db.commands = &dcp;
+    size_t db_len = protobuf_c_message_get_packed_size(&db.base);
+    uint8_t *packed = malloc(db_len);
+    assert_int_equal(protobuf_c_message_pack(&db.base, packed), db_len);
+    assert_int_equal((ENTRY_HEADER_SIZE + db_len + 7) & ~(size_t)7, len);
+    assert_memory_equal(buf + ENTRY_HEADER_SIZE, packed, db_len);
+    free(packed);
+
     /* Strict: bad version, bad padding, short. */
     buf[0] = 2;
-    assert_int_equal(directory_entry_decode(buf, len, &out), GS_EPROTO);
+    assert_int_equal(entry_decode(buf, len, &out), GS_EPROTO);
     buf[0] = 1;
     if (len > 8 + (size_t)(buf[4])) {
         buf[len - 1] = 1;
-        assert_int_equal(directory_entry_decode(buf, len, &out), GS_EPROTO);
+        assert_int_equal(entry_decode(buf, len, &out), GS_EPROTO);
         buf[len - 1] = 0;
     }
-    assert_int_equal(directory_entry_decode(buf, 7, &out), GS_EPROTO);
-    assert_int_equal(directory_entry_decode(NULL, 8, &out), GS_EPROTO);
+    assert_int_equal(entry_decode(buf, 7, &out), GS_EPROTO);
+    assert_int_equal(entry_decode(NULL, 8, &out), GS_EPROTO);
     free(buf);
 }
 

@@ -15,6 +15,8 @@
 #include <cmocka.h>
 #include <rocksdb/c.h>
 
+#include "engine/cell_fsm.h"
+#include "engine/entry.h"
 #include "engine/keys.h"
 #include "engine/rsm.h"
 #include "geoscale.pb-c.h"
@@ -468,6 +470,195 @@ static void test_detach_attach(void **state)
     assert_int_equal(rsm_applied_index(&f->r), 3);
 }
 
+/* ---------------------------------------------------------------- apply loop */
+
+/* A toy state machine: method 1 writes k(runs) = now_ms and answers "ok",
+ * method 2 is a read answering "r", method 3 fails with GS_EEXIST, method 4
+ * with GS_EIO (fatal). */
+enum { TOY_WRITE = 1, TOY_READ = 2, TOY_CONFLICT = 3, TOY_BROKEN = 4 };
+
+struct toy {
+    struct rsm *r;
+    int runs;
+    int begins;
+    int64_t begin_now_ms;
+};
+
+static int toy_run(void *ctx, uint32_t method, const uint8_t *body, size_t len, int64_t now_ms,
+                   uint8_t **out, size_t *out_len)
+{
+    struct toy *t = ctx;
+    struct key k;
+    (void)body;
+    (void)len;
+    t->runs++;
+    switch (method) {
+    case TOY_WRITE:
+        key_of(&k, (uint64_t)t->runs);
+        rsm_put_u64(t->r, &k, (uint64_t)now_ms);
+        *out = malloc(2);
+        memcpy(*out, "ok", 2);
+        *out_len = 2;
+        return 0;
+    case TOY_READ:
+        *out = malloc(1);
+        **out = 'r';
+        *out_len = 1;
+        return 0;
+    case TOY_CONFLICT:
+        return GS_EEXIST;
+    case TOY_BROKEN:
+        return GS_EIO;
+    default:
+        return GS_EUNIMPL;
+    }
+}
+
+static bool toy_is_fatal(int rv)
+{
+    return rv == GS_EIO || rv == GS_ENOMEM;
+}
+
+static bool toy_remembered(uint32_t method)
+{
+    return method != TOY_READ;
+}
+
+static int toy_begin(void *ctx, int64_t now_ms)
+{
+    struct toy *t = ctx;
+    t->begins++;
+    t->begin_now_ms = now_ms;
+    return 0;
+}
+
+static const struct rsm_apply_spec toy_spec = {
+    .log_name = "test",
+    .log_id = "group",
+    .run = toy_run,
+    .is_fatal = toy_is_fatal,
+    .remembered = toy_remembered,
+    .begin = toy_begin,
+    .result_ttl_ms = 1000,
+    .result_expire_max = 16,
+};
+
+struct toy_cmd {
+    uint32_t method;
+    uint64_t client_id;
+    uint64_t client_seq;
+};
+
+static uint8_t *toy_entry(const struct toy_cmd *c, size_t n, int64_t ts, size_t *len)
+{
+    Geoscale__CellBatch batch = GEOSCALE__CELL_BATCH__INIT;
+    Geoscale__CellCommand cmds[8];
+    Geoscale__CellCommand *ptrs[8];
+    assert_true(n <= 8);
+    for (size_t i = 0; i < n; i++) {
+        geoscale__cell_command__init(&cmds[i]);
+        cmds[i].method = c[i].method;
+        cmds[i].client_id = c[i].client_id;
+        cmds[i].client_seq = c[i].client_seq;
+        ptrs[i] = &cmds[i];
+    }
+    batch.timestamp_ms = ts;
+    batch.n_commands = n;
+    batch.commands = ptrs;
+    *len = entry_encoded_size(&batch);
+    uint8_t *buf = malloc(*len);
+    assert_int_equal(entry_encode(&batch, buf), *len);
+    return buf;
+}
+
+static void free_results(struct cell_result *res, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(res[i].body);
+    }
+}
+
+static void test_apply_entry(void **state)
+{
+    struct fx *f = *state;
+    struct toy t = {.r = &f->r};
+    struct cell_result res[3];
+    size_t n = 99, len = 0;
+    const struct toy_cmd cmds[] = {
+        {TOY_WRITE, 7, 1}, {TOY_READ, 7, 2}, {TOY_CONFLICT, 7, 3}, {TOY_WRITE, 0, 0}};
+    uint8_t *e = toy_entry(cmds, 4, T0, &len);
+
+    assert_int_equal(rsm_apply_entry(&f->r, 1, e, len, &toy_spec, &t, res, 3, &n), 0);
+    assert_int_equal(rsm_applied_index(&f->r), 1);
+    assert_int_equal(t.begins, 1);
+    assert_int_equal(t.begin_now_ms, T0);
+    assert_int_equal(t.runs, 4);
+    /* Only max_results outcomes come back; the fourth ran all the same. */
+    assert_int_equal(n, 3);
+    assert_int_equal(res[0].status, 0);
+    assert_int_equal(res[0].len, 2);
+    assert_memory_equal(res[0].body, "ok", 2);
+    assert_int_equal(res[1].status, 0);
+    assert_memory_equal(res[1].body, "r", 1);
+    assert_int_equal(res[2].status, GS_EEXIST);
+    assert_null(res[2].body);
+    free_results(res, n);
+    uint64_t v = 0;
+    assert_int_equal(get(f, 4, &v), 0);
+    assert_int_equal(v, (uint64_t)T0);
+    /* Two remembered outcomes (the read and client_id 0 are not). */
+    struct digest d1 = digest(f);
+    assert_int_equal(d1.n, 2 + 2 + 2 * 2);
+
+    /* A replay runs nothing. */
+    assert_int_equal(rsm_apply_entry(&f->r, 1, e, len, &toy_spec, &t, res, 3, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(t.begins, 1);
+    assert_int_equal(t.runs, 4);
+
+    /* The same commands again: the remembered ones answer from the store,
+     * the read and the anonymous write run again. */
+    assert_int_equal(rsm_apply_entry(&f->r, 2, e, len, &toy_spec, &t, res, 3, &n), 0);
+    assert_int_equal(t.begins, 2);
+    assert_int_equal(t.runs, 6);
+    assert_int_equal(n, 3);
+    assert_int_equal(res[0].status, 0);
+    assert_memory_equal(res[0].body, "ok", 2);
+    assert_int_equal(res[2].status, GS_EEXIST);
+    free_results(res, n);
+    free(e);
+}
+
+static void test_apply_entry_bad_and_fatal(void **state)
+{
+    struct fx *f = *state;
+    struct toy t = {.r = &f->r};
+    struct cell_result res[2];
+    size_t n = 99, len = 0;
+    struct digest d0 = digest(f);
+
+    /* Undecodable: consumed, nothing run or written. */
+    uint8_t junk[16] = {9};
+    assert_int_equal(rsm_apply_entry(&f->r, 1, junk, sizeof junk, &toy_spec, &t, res, 2, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(rsm_applied_index(&f->r), 1);
+    assert_int_equal(t.begins, 0);
+    assert_int_equal(t.runs, 0);
+    assert_memory_equal(digest(f).d, d0.d, 32);
+
+    /* Fatal: the entry is aborted, the earlier command's writes and results
+     * are dropped. */
+    const struct toy_cmd cmds[] = {{TOY_WRITE, 7, 1}, {TOY_BROKEN, 7, 2}};
+    uint8_t *e = toy_entry(cmds, 2, T0, &len);
+    n = 99;
+    assert_int_equal(rsm_apply_entry(&f->r, 2, e, len, &toy_spec, &t, res, 2, &n), GS_EIO);
+    assert_int_equal(n, 0);
+    assert_null(res[0].body);
+    assert_int_equal(rsm_applied_index(&f->r), 1);
+    assert_memory_equal(digest(f).d, d0.d, 32);
+    free(e);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -483,6 +674,8 @@ int main(void)
         T(test_results),
         T(test_results_expire),
         T(test_detach_attach),
+        T(test_apply_entry),
+        T(test_apply_entry_bad_and_fatal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

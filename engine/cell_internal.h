@@ -112,6 +112,10 @@ void cell_kv_put_u64(struct cell_ctx *ctx, const struct key *k, uint64_t v);
 /* Returns 0 or GS_ENOMEM. */
 int cell_kv_put_msg(struct cell_ctx *ctx, const struct key *k, const ProtobufCMessage *msg);
 void cell_kv_delete(struct cell_ctx *ctx, const struct key *k);
+/* Delete every key from first to last inclusive (byte order) in the entry's
+ * batch; *deleted receives the count. 0, GS_ENOMEM or GS_EIO. */
+int cell_kv_delete_range(struct cell_ctx *ctx, const struct key *first, const struct key *last,
+                         uint64_t *deleted);
 
 /* An iterator over DB + batch (or the DB alone for reads). The caller owns
  * it and destroys it with rocksdb_iter_destroy(); it must not outlive ctx,

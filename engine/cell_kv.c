@@ -9,6 +9,10 @@
  * while the mechanics live in the base, shared with the other groups.
  */
 #include "cell_internal.h"
+#include "geoscale/errors.h"
+
+#include <stdlib.h>
+#include <string.h>
 
 int cell_kv_get(struct cell_ctx *ctx, const struct key *k, char **val, size_t *len)
 {
@@ -49,6 +53,64 @@ int cell_kv_put_msg(struct cell_ctx *ctx, const struct key *k, const ProtobufCMe
 void cell_kv_delete(struct cell_ctx *ctx, const struct key *k)
 {
     rsm_delete(&ctx->fsm->rsm, k);
+}
+
+/* Byte order of keys, as RocksDB's default comparator. */
+static int key_cmp_raw(const char *a, size_t alen, const struct key *b)
+{
+    size_t n = alen < b->len ? alen : b->len;
+    int c = memcmp(a, b->b, n);
+    if (c != 0) {
+        return c;
+    }
+    return alen < b->len ? -1 : alen > b->len;
+}
+
+int cell_kv_delete_range(struct cell_ctx *ctx, const struct key *first, const struct key *last,
+                         uint64_t *deleted)
+{
+    struct key *keys = NULL;
+    size_t n = 0, cap = 0;
+    int rv = 0;
+
+    *deleted = 0;
+    /* Collect first: the entry's batch is not written while its iterator
+     * is open. The ranges deleted are what a shipper delivered, a few
+     * hundred keys at most. */
+    rocksdb_iterator_t *it = cell_kv_iter(ctx);
+    for (rocksdb_iter_seek(it, (const char *)first->b, first->len); rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t klen = 0;
+        const char *kraw = rocksdb_iter_key(it, &klen);
+        if (key_cmp_raw(kraw, klen, last) > 0 || klen > KEY_MAX) {
+            break;
+        }
+        if (n == cap) {
+            size_t ncap = cap == 0 ? 64 : cap * 2;
+            struct key *grown = realloc(keys, ncap * sizeof *keys);
+            if (grown == NULL) {
+                rv = GS_ENOMEM;
+                goto out;
+            }
+            keys = grown;
+            cap = ncap;
+        }
+        memcpy(keys[n].b, kraw, klen);
+        keys[n].len = klen;
+        n++;
+    }
+    rv = cell_kv_iter_status(it);
+    if (rv != 0) {
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        cell_kv_delete(ctx, &keys[i]);
+    }
+    *deleted = n;
+out:
+    rocksdb_iter_destroy(it);
+    free(keys);
+    return rv;
 }
 
 rocksdb_iterator_t *cell_kv_iter(struct cell_ctx *ctx)

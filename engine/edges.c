@@ -157,55 +157,10 @@ int cell_edge_ack_check(struct cell_ctx *ctx, uint32_t dest_cell, uint64_t up_to
 int cell_edge_ack_delete(struct cell_ctx *ctx, uint32_t dest_cell, uint64_t up_to_seq,
                          uint64_t *deleted)
 {
-    rocksdb_iterator_t *it = NULL;
-    uint64_t *seqs = NULL;
-    size_t n = 0, cap = 0;
-    struct key k;
-    int rv;
-
-    *deleted = 0;
-    /* Collect first: the batch may not be written while the iterator is open. */
-    key_edge_outbox(&k, dest_cell, 0);
-    it = cell_kv_iter(ctx);
-    for (rocksdb_iter_seek(it, (const char *)k.b, k.len); rocksdb_iter_valid(it);
-         rocksdb_iter_next(it)) {
-        size_t klen = 0;
-        const char *kraw = rocksdb_iter_key(it, &klen);
-        uint32_t dest = 0;
-        uint64_t seq = 0;
-        if (!key_decode_edge_outbox(kraw, klen, &dest, &seq) || dest != dest_cell ||
-            seq > up_to_seq) {
-            break;
-        }
-        if (n == cap) {
-            size_t ncap = cap == 0 ? 64 : cap * 2;
-            uint64_t *grown = realloc(seqs, ncap * sizeof *seqs);
-            if (grown == NULL) {
-                rv = GS_ENOMEM;
-                goto out;
-            }
-            seqs = grown;
-            cap = ncap;
-        }
-        seqs[n++] = seq;
-    }
-    rv = cell_kv_iter_status(it);
-    rocksdb_iter_destroy(it);
-    it = NULL;
-    if (rv != 0) {
-        goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        key_edge_outbox(&k, dest_cell, seqs[i]);
-        cell_kv_delete(ctx, &k);
-    }
-    *deleted = n;
-out:
-    if (it != NULL) {
-        rocksdb_iter_destroy(it);
-    }
-    free(seqs);
-    return rv;
+    struct key first, last;
+    key_edge_outbox(&first, dest_cell, 0);
+    key_edge_outbox(&last, dest_cell, up_to_seq);
+    return cell_kv_delete_range(ctx, &first, &last, deleted);
 }
 
 /* ---------------------------------------------------------------- actor's cell */

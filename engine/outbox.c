@@ -120,12 +120,9 @@ int cell_outbox_ack(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t *
 {
     const Geoscale__OutboxAckRequest *req = (const Geoscale__OutboxAckRequest *)msg;
     Geoscale__OutboxAckResponse resp = GEOSCALE__OUTBOX_ACK_RESPONSE__INIT;
-    rocksdb_iterator_t *it = NULL;
-    uint64_t *seqs = NULL, last = 0, edge_deleted = 0;
-    size_t n = 0, cap = 0;
+    uint64_t last = 0, deleted = 0, edge_deleted = 0;
     uint8_t *out = NULL;
     size_t out_len = 0;
-    struct key k;
     int rv;
 
     rv = last_seq_get(ctx, &last);
@@ -142,38 +139,12 @@ int cell_outbox_ack(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t *
             goto out;
         }
     }
-    /* Collect first: the batch may not be written while the iterator is open. */
-    key_id(&k, KEY_PREFIX_OUTBOX, 0);
-    it = cell_kv_iter(ctx);
-    for (rocksdb_iter_seek(it, (const char *)k.b, k.len); rocksdb_iter_valid(it);
-         rocksdb_iter_next(it)) {
-        size_t klen = 0;
-        const char *kraw = rocksdb_iter_key(it, &klen);
-        uint64_t seq = 0;
-        if (!key_decode_id(kraw, klen, KEY_PREFIX_OUTBOX, &seq) || seq > req->up_to_seq) {
-            break;
-        }
-        if (n == cap) {
-            size_t ncap = cap == 0 ? 64 : cap * 2;
-            uint64_t *grown = realloc(seqs, ncap * sizeof *seqs);
-            if (grown == NULL) {
-                rv = GS_ENOMEM;
-                goto out;
-            }
-            seqs = grown;
-            cap = ncap;
-        }
-        seqs[n++] = seq;
-    }
-    rv = cell_kv_iter_status(it);
-    rocksdb_iter_destroy(it);
-    it = NULL;
+    struct key first, last_key;
+    key_id(&first, KEY_PREFIX_OUTBOX, 0);
+    key_id(&last_key, KEY_PREFIX_OUTBOX, req->up_to_seq);
+    rv = req->up_to_seq != 0 ? cell_kv_delete_range(ctx, &first, &last_key, &deleted) : 0;
     if (rv != 0) {
         goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        key_id(&k, KEY_PREFIX_OUTBOX, seqs[i]);
-        cell_kv_delete(ctx, &k);
     }
     if (req->edge_up_to_seq != 0) {
         rv = cell_edge_ack_delete(ctx, req->edge_dest_cell, req->edge_up_to_seq, &edge_deleted);
@@ -181,7 +152,7 @@ int cell_outbox_ack(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t *
             goto out;
         }
     }
-    resp.deleted = n + edge_deleted;
+    resp.deleted = deleted + edge_deleted;
     rv = cell_pack(&resp.base, &out, &out_len);
     if (rv != 0) {
         goto out;
@@ -189,15 +160,12 @@ int cell_outbox_ack(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t *
     log_debug("cell",
               "event=outbox_ack cell=%u up_to_seq=%llu deleted=%zu edge_dest_cell=%u "
               "edge_up_to_seq=%llu edge_deleted=%llu",
-              ctx->fsm->cell_id, (unsigned long long)req->up_to_seq, n, req->edge_dest_cell,
+              ctx->fsm->cell_id, (unsigned long long)req->up_to_seq, (size_t)deleted,
+              req->edge_dest_cell,
               (unsigned long long)req->edge_up_to_seq, (unsigned long long)edge_deleted);
     *body = out;
     *len = out_len;
 out:
-    if (it != NULL) {
-        rocksdb_iter_destroy(it);
-    }
-    free(seqs);
     return rv;
 }
 

@@ -409,6 +409,8 @@ static void ship_submit(struct cluster_tasks *t, struct ship *sh, uint32_t metho
     memset(&sh->g, 0, sizeof sh->g);
     sh->g.method = method;
     sh->g.body = sh->body;
+    /* OutboxRead and OutboxAck requests: a few varints. */
+    assert(protobuf_c_message_get_packed_size(msg) <= sizeof sh->body);
     sh->g.len = protobuf_c_message_pack(msg, sh->body);
     sh->g.reply_box = &t->srv->reply_box;
     sh->g.done = done;

@@ -383,33 +383,23 @@ int metadata_fsm_open(const struct metadata_fsm_options *opts, struct metadata_f
         snprintf(errmsg, errmsg_len, "options: required");
         return GS_EINVAL;
     }
-    uint32_t n_shards = opts->n_shards == 0 ? 1 : opts->n_shards;
-    if (opts->shard_id >= n_shards) {
-        snprintf(errmsg, errmsg_len, "shard_id: must be below n_shards");
-        return GS_EINVAL;
-    }
     struct metadata_fsm *fsm = calloc(1, sizeof *fsm);
     if (fsm == NULL) {
         snprintf(errmsg, errmsg_len, "out of memory");
         return GS_ENOMEM;
     }
-    fsm->shard_id = opts->shard_id;
-    fsm->n_shards = n_shards;
     struct rsm_options ro = {.db_path = opts->db_path,
                              .compression = opts->compression,
                              .kind = "metadata",
                              .schema_version = METADATA_SCHEMA_VERSION,
-                             .identity_key = MD_SYS_SHARD,
-                             .identity = opts->shard_id};
-    int rv = rsm_open(&fsm->rsm, &ro, errmsg, errmsg_len);
+                             .identity_key = MD_SYS_SHARD};
+    int rv = rsm_open_shard(&fsm->rsm, &ro, opts->shard_id, opts->n_shards, &fsm->n_shards,
+                            errmsg, errmsg_len);
     if (rv != 0) {
-        log_error("metadata", "event=open_failed shard=%" PRIu32 " code=%s", opts->shard_id,
-                  gs_error_name(rv));
         free(fsm);
         return rv;
     }
-    log_info("metadata", "event=open shard=%" PRIu32 " shards=%" PRIu32 " applied_index=%" PRIu64,
-             fsm->shard_id, fsm->n_shards, rsm_applied_index(&fsm->rsm));
+    fsm->shard_id = opts->shard_id;
     *out = fsm;
     return 0;
 }

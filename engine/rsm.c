@@ -226,6 +226,28 @@ err:
     return rv;
 }
 
+int rsm_open_shard(struct rsm *r, const struct rsm_options *opts, uint32_t shard_id,
+                   uint32_t n_shards, uint32_t *n_shards_out, char *errmsg, size_t errmsg_len)
+{
+    n_shards = n_shards == 0 ? 1 : n_shards;
+    if (shard_id >= n_shards) {
+        snprintf(errmsg, errmsg_len, "shard_id: must be below n_shards");
+        return GS_EINVAL;
+    }
+    struct rsm_options o = *opts;
+    o.identity = shard_id;
+    int rv = rsm_open(r, &o, errmsg, errmsg_len);
+    if (rv != 0) {
+        log_error(opts->kind, "event=open_failed shard=%" PRIu32 " code=%s", shard_id,
+                  gs_error_name(rv));
+        return rv;
+    }
+    log_info(opts->kind, "event=open shard=%" PRIu32 " shards=%" PRIu32 " applied_index=%" PRIu64,
+             shard_id, n_shards, rsm_applied_index(r));
+    *n_shards_out = n_shards;
+    return 0;
+}
+
 void rsm_close(struct rsm *r)
 {
     if (r->db != NULL && rsm_sync(r) != 0) {

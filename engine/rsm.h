@@ -91,6 +91,13 @@ struct rsm {
  */
 int rsm_open(struct rsm *r, const struct rsm_options *opts, char *errmsg, size_t errmsg_len);
 
+/* Open the database of one shard of a sharded group (directory, metadata):
+ * n_shards 0 means 1; shard_id must be below it and becomes the identity
+ * (opts->identity is ignored). On success *n_shards_out is the shard count
+ * and an "open" line is logged; on failure an "open_failed" line. */
+int rsm_open_shard(struct rsm *r, const struct rsm_options *opts, uint32_t shard_id,
+                   uint32_t n_shards, uint32_t *n_shards_out, char *errmsg, size_t errmsg_len);
+
 /* Sync the WAL, close the DB and free what r holds (not r itself). A closed
  * or failed-open rsm is ok. */
 void rsm_close(struct rsm *r);

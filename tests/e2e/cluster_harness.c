@@ -412,39 +412,13 @@ int mr_stop_nodes(struct mr_cluster *c, const int *idx, int n, int sig, unsigned
     return rv;
 }
 
-/* The log of node n from its current start offset; the caller frees. */
-static char *mr_log_since_start(const struct mr_node *n)
-{
-    FILE *f = fopen(n->log_path, "r");
-    char *buf = NULL;
-    long size;
-
-    if (f == NULL) {
-        return NULL;
-    }
-    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < n->log_offset ||
-        fseek(f, n->log_offset, SEEK_SET) != 0) {
-        goto out;
-    }
-    size -= n->log_offset;
-    buf = malloc((size_t)size + 1);
-    if (buf == NULL) {
-        goto out;
-    }
-    size = (long)fread(buf, 1, (size_t)size, f);
-    buf[size] = '\0';
-out:
-    fclose(f);
-    return buf;
-}
-
 int mr_node_wait_ready(struct mr_cluster *c, int i, unsigned timeout_ms)
 {
     struct mr_node *n = &c->nodes[i];
     double deadline = e2e_now_ms() + timeout_ms;
 
     for (;;) {
-        char *log = mr_log_since_start(n);
+        char *log = e2e_read_from(n->log_path, n->log_offset);
         int ready = log != NULL && strstr(log, "event=ready") != NULL;
         free(log);
         if (ready) {

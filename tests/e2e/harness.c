@@ -342,21 +342,20 @@ void cluster_kill_all(struct cluster *c)
     }
 }
 
-/* Read the log of node i from its current start offset; the caller frees. */
-static char *read_log_since_start(const struct cluster_node *n)
+char *e2e_read_from(const char *path, long offset)
 {
-    FILE *f = fopen(n->log_path, "r");
+    FILE *f = fopen(path, "r");
     char *buf = NULL;
     long size;
 
     if (f == NULL) {
         return NULL;
     }
-    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < n->log_offset ||
-        fseek(f, n->log_offset, SEEK_SET) != 0) {
+    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < offset ||
+        fseek(f, offset, SEEK_SET) != 0) {
         goto out;
     }
-    size -= n->log_offset;
+    size -= offset;
     buf = malloc((size_t)size + 1);
     if (buf == NULL) {
         goto out;
@@ -374,7 +373,7 @@ int cluster_node_wait_ready(struct cluster *c, int i, unsigned timeout_ms)
     double deadline = e2e_now_ms() + timeout_ms;
 
     for (;;) {
-        char *log = read_log_since_start(n);
+        char *log = e2e_read_from(n->log_path, n->log_offset);
         int ready = log != NULL && strstr(log, "event=ready") != NULL;
         free(log);
         if (ready) {

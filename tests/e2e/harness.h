@@ -61,6 +61,10 @@ void e2e_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Milliseconds on the monotonic clock. */
 double e2e_now_ms(void);
 
+/* The contents of the file at path from byte offset on (a node's log since
+ * its current start), NUL-terminated; NULL if unreadable. The caller frees. */
+char *e2e_read_from(const char *path, long offset);
+
 /* Sleep ms milliseconds. */
 void e2e_sleep_ms(unsigned ms);
 

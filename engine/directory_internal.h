@@ -10,6 +10,7 @@
  *
  *   'S' "schema" | "directory_shard" | "applied_index"   (base)
  *   'S' "version"                  directory version, u64
+ *   'S' "routes_version"           raised when cached routes become wrong, u64
  *   'c' cell_id(4)                 CellInfo
  *   'g' len(1) region cell_id(4)   ""   cells of a region, by id
  *   'q' cell_id(4)                 next user sequence of the cell, u64
@@ -44,6 +45,7 @@
 
 #define DIR_SYS_SHARD "directory_shard"
 #define DIR_SYS_VERSION "version"
+#define DIR_SYS_ROUTES_VERSION "routes_version"
 
 /* user_id = cell_id << 40 | seq, as in a cell (CELL_ID_BITS, cell_internal.h) */
 #define DIR_CELL_ID_BITS 24
@@ -83,6 +85,10 @@ bool dir_key_decode_expiry(const void *raw, size_t len, int64_t *expires_at_ms, 
 int dir_version_get(struct dir_ctx *ctx, uint64_t *version);
 /* version + 1, written; *version receives the new value. 0 or GS_EIO. */
 int dir_version_bump(struct dir_ctx *ctx, uint64_t *version);
+/* The routes version: raised only by changes that make a cached route
+ * wrong (a cell's members changed), never by new users or new cells. 0 if
+ * never raised. 0 or GS_EIO. */
+int dir_routes_version_get(struct dir_ctx *ctx, uint64_t *version);
 
 /* Delete a RESERVED reservation (its row, its expiry index row) and give
  * back its place in the cell's reserved_count. 0, GS_EIO or GS_ENOMEM. */

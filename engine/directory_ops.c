@@ -139,29 +139,44 @@ static bool owns_user(const struct dir_ctx *ctx, uint64_t user_id)
 
 /* ---------------------------------------------------------------- shared helpers */
 
-int dir_version_get(struct dir_ctx *ctx, uint64_t *version)
+static int counter_get(struct dir_ctx *ctx, const char *name, uint64_t *value)
 {
     struct key k;
-    key_system(&k, DIR_SYS_VERSION);
-    int rv = rsm_get_u64(&ctx->fsm->rsm, &k, version);
+    key_system(&k, name);
+    int rv = rsm_get_u64(&ctx->fsm->rsm, &k, value);
     if (rv == GS_ENOTFOUND) {
-        *version = 0;
+        *value = 0;
         return 0;
     }
     return rv;
 }
 
-int dir_version_bump(struct dir_ctx *ctx, uint64_t *version)
+static int counter_bump(struct dir_ctx *ctx, const char *name, uint64_t *value)
 {
     struct key k;
-    int rv = dir_version_get(ctx, version);
+    int rv = counter_get(ctx, name, value);
     if (rv != 0) {
         return rv;
     }
-    (*version)++;
-    key_system(&k, DIR_SYS_VERSION);
-    rsm_put_u64(&ctx->fsm->rsm, &k, *version);
+    (*value)++;
+    key_system(&k, name);
+    rsm_put_u64(&ctx->fsm->rsm, &k, *value);
     return 0;
+}
+
+int dir_version_get(struct dir_ctx *ctx, uint64_t *version)
+{
+    return counter_get(ctx, DIR_SYS_VERSION, version);
+}
+
+int dir_version_bump(struct dir_ctx *ctx, uint64_t *version)
+{
+    return counter_bump(ctx, DIR_SYS_VERSION, version);
+}
+
+int dir_routes_version_get(struct dir_ctx *ctx, uint64_t *version)
+{
+    return counter_get(ctx, DIR_SYS_ROUTES_VERSION, version);
 }
 
 /* Load a cell record: 0, GS_ENOTFOUND or GS_EIO. Free with
@@ -253,7 +268,7 @@ static int register_cell(struct dir_ctx *ctx, const ProtobufCMessage *m, uint8_t
     Geoscale__RegisterCellResponse resp = GEOSCALE__REGISTER_CELL_RESPONSE__INIT;
     Geoscale__CellInfo *old = NULL;
     Geoscale__CellInfo cell = GEOSCALE__CELL_INFO__INIT;
-    uint64_t version = 0;
+    uint64_t version = 0, routes_version = 0;
     struct key k;
 
     int rv = cell_load(ctx, req->cell_id, &old);
@@ -277,6 +292,12 @@ static int register_cell(struct dir_ctx *ctx, const ProtobufCMessage *m, uint8_t
         cell.n_members = req->n_members;
         cell.members = req->members;
         rv = dir_version_bump(ctx, &version);
+        if (rv == 0 && old != NULL) {
+            /* Caches that route to the old members are wrong now. */
+            rv = counter_bump(ctx, DIR_SYS_ROUTES_VERSION, &routes_version);
+        } else if (rv == 0) {
+            rv = dir_routes_version_get(ctx, &routes_version);
+        }
         if (rv == 0) {
             rv = cell_store(ctx, &cell);
         }
@@ -288,12 +309,16 @@ static int register_cell(struct dir_ctx *ctx, const ProtobufCMessage *m, uint8_t
         }
     } else {
         rv = dir_version_get(ctx, &version);
+        if (rv == 0) {
+            rv = dir_routes_version_get(ctx, &routes_version);
+        }
     }
     if (rv != 0) {
         goto out;
     }
     resp.cell = &cell;
     resp.version = version;
+    resp.routes_version = routes_version;
     rv = pack(&resp.base, body, len);
 out:
     if (old != NULL) {
@@ -511,13 +536,17 @@ static int pack_route(struct dir_ctx *ctx, const Geoscale__UserRoute *route, uin
 {
     /* Confirm, GetRoute and LookupUsername responses share one layout. */
     Geoscale__GetRouteResponse resp = GEOSCALE__GET_ROUTE_RESPONSE__INIT;
-    uint64_t version = 0;
+    uint64_t version = 0, routes_version = 0;
     int rv = dir_version_get(ctx, &version);
+    if (rv == 0) {
+        rv = dir_routes_version_get(ctx, &routes_version);
+    }
     if (rv != 0) {
         return rv;
     }
     resp.route = (Geoscale__UserRoute *)route;
     resp.version = version;
+    resp.routes_version = routes_version;
     return pack(&resp.base, body, len);
 }
 
@@ -744,14 +773,18 @@ static int list_cells(struct dir_ctx *ctx, const ProtobufCMessage *m, uint8_t **
             break;
         }
     }
-    uint64_t version = 0;
+    uint64_t version = 0, routes_version = 0;
     if (rv == 0) {
         rv = dir_version_get(ctx, &version);
+    }
+    if (rv == 0) {
+        rv = dir_routes_version_get(ctx, &routes_version);
     }
     if (rv == 0) {
         resp.n_cells = n;
         resp.cells = cells;
         resp.version = version;
+        resp.routes_version = routes_version;
         rv = pack(&resp.base, body, len);
     }
     for (size_t i = 0; i < loaded; i++) {

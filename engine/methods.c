@@ -7,9 +7,12 @@
 #include "geoscale.pb-c.h"
 #include "metadata.pb-c.h"
 
-#define MG(ID, NAME, KIND, GROUP, REQ, RESP)                                               \
-    [GEOSCALE__METHOD__METHOD_##ID] = {GEOSCALE__METHOD__METHOD_##ID, NAME, METHOD_KIND_##KIND, \
-                                       METHOD_GROUP_##GROUP, &geoscale__##REQ##__descriptor,   \
+#define MG(ID, NAME, KIND, GROUP, REQ, RESP)                                                       \
+    [GEOSCALE__METHOD__METHOD_##ID] = {GEOSCALE__METHOD__METHOD_##ID,                              \
+                                       NAME,                                                       \
+                                       METHOD_KIND_##KIND,                                         \
+                                       METHOD_GROUP_##GROUP,                                       \
+                                       &geoscale__##REQ##__descriptor,                             \
                                        &geoscale__##RESP##__descriptor}
 #define M(ID, NAME, KIND, REQ, RESP) MG(ID, NAME, KIND, CELL, REQ, RESP)
 
@@ -35,7 +38,7 @@ static const struct method_info methods[] = {
     M(OUTBOX_ACK, "OutboxAck", WRITE, outbox_ack_request, outbox_ack_response),
     M(OUTBOX_READ, "OutboxRead", READ_ANY, outbox_read_request, outbox_read_response),
     M(EDGE_APPLY, "EdgeApply", WRITE, edge_apply_request, edge_apply_response),
-#define D(ID, NAME, KIND, MSG) \
+#define D(ID, NAME, KIND, MSG)                                                                     \
     MG(DIRECTORY_##ID, NAME, KIND, DIRECTORY, MSG##_request, MSG##_response)
     D(REGISTER_CELL, "DirectoryRegisterCell", WRITE, register_cell),
     D(RESERVE_USERNAME, "DirectoryReserveUsername", WRITE, reserve_username),
@@ -63,4 +66,31 @@ const struct method_info *method_lookup(uint32_t id)
         return NULL;
     }
     return &methods[id];
+}
+
+uint64_t method_subject(const struct method_info *m, const ProtobufCMessage *msg)
+{
+    if (m == NULL || msg == NULL || msg->descriptor != m->request) {
+        return 0;
+    }
+    switch (m->id) {
+    case GEOSCALE__METHOD__METHOD_GET_USER:
+        return ((const Geoscale__GetUserRequest *)msg)->user_id;
+    case GEOSCALE__METHOD__METHOD_UPDATE_USER:
+        return ((const Geoscale__UpdateUserRequest *)msg)->user_id;
+    case GEOSCALE__METHOD__METHOD_FOLLOW:
+    case GEOSCALE__METHOD__METHOD_UNFOLLOW:
+    case GEOSCALE__METHOD__METHOD_BLOCK:
+    case GEOSCALE__METHOD__METHOD_UNBLOCK:
+        return ((const Geoscale__EdgeRequest *)msg)->actor_id;
+    case GEOSCALE__METHOD__METHOD_LIST_FOLLOWERS:
+    case GEOSCALE__METHOD__METHOD_LIST_FOLLOWING:
+        return ((const Geoscale__ListEdgesRequest *)msg)->user_id;
+    case GEOSCALE__METHOD__METHOD_GET_SETTINGS:
+        return ((const Geoscale__GetSettingsRequest *)msg)->user_id;
+    case GEOSCALE__METHOD__METHOD_SET_SETTINGS:
+        return ((const Geoscale__SetSettingsRequest *)msg)->user_id;
+    default:
+        return 0;
+    }
 }

@@ -39,4 +39,14 @@ struct method_info {
 /* The entry for `id`, or NULL for an unknown method. */
 const struct method_info *method_lookup(uint32_t id);
 
+/*
+ * The user a cell request is about, read from its unpacked request message
+ * (msg->descriptor must be m->request): the user_id of GetUser, UpdateUser,
+ * ListFollowers/ListFollowing, GetSettings, SetSettings, the actor_id of the
+ * edge methods. 0 when the method names no user (CreateUser, a GetUser by
+ * username, node and group methods). Routing keys on it: the node to send a
+ * request to the user's cell, the client library to go there directly.
+ */
+uint64_t method_subject(const struct method_info *m, const ProtobufCMessage *msg);
+
 #endif /* GS_ENGINE_METHODS_H */

@@ -20,6 +20,7 @@
  *       |          |
  *       '----------'--> (BACKOFF -> QUEUED on retry)
  *
+ *   (and SENT -> QUEUED when a WRONG_CELL answer names the user's cell)
  *   QUEUED   waiting for a slot on a connection (beyond max_inflight), or
  *            being routed;
  *   SENT     its frame is queued or written, and it sits in the connection's
@@ -55,7 +56,18 @@
  * frame (beyond: calls wait in the FIFO); response bodies <= max_body;
  * learned addresses <= CLIENT_MAX_LEARNED.
  *
- * Routing. Calls go to the leader when its address is known, else to the
+ * Routing. A call about a user (the subject of the request: its user_id,
+ * or the actor of an edge) goes to the user's cell: the cell its id names
+ * (user_id >> 40), or the one a RouteHint said. If that is not the seeds'
+ * cell and the client knows the cell's members (from a RouteHint or from
+ * DirectoryListCells, asked at most once per CLIENT_LIST_CELLS_MS when a
+ * call names an unknown cell), the call goes to that cell's leader, or a
+ * member of it, directly; each such cell tracks its own leader from the
+ * responses. A WRONG_CELL answer carrying a RouteHint (the node refused to
+ * carry PII out of the user's region, or the cell does not own the user)
+ * teaches the client the user's cell and members, and the call goes there at
+ * once, at most CLIENT_MAX_REDIRECTS times. Everything else goes through the
+ * seeds' cell: to its leader when its address is known, else to the
  * current seed. Every response names the leader; when the leader's address is
  * unknown the client asks the responding node for CellStatus (one at a time,
  * at most once per CLIENT_DISCOVER_MS) and records the members' client
@@ -74,11 +86,13 @@
 
 #include <assert.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <sodium.h>
 
+#include "directory.pb-c.h"
 #include "engine/methods.h"
 #include "geoscale.pb-c.h"
 #include "net/wire.h"
@@ -87,11 +101,16 @@
 #define CLIENT_BACKOFF_FIRST_MS 20
 #define CLIENT_BACKOFF_MAX_MS 200
 #define CLIENT_DISCOVER_MS 1000
-#define CLIENT_MAX_LEARNED 64
+#define CLIENT_MAX_LEARNED 256
 #define CLIENT_QUEUE_FACTOR 16 /* live calls per client <= 16 * max_inflight */
 #define CLIENT_READ_BUF 65536
 #define CLIENT_MAX_UNSENT (8u * 1024 * 1024) /* bytes queued per connection */
 #define CLIENT_ADDR_MAX 96
+#define CLIENT_MAX_ROUTES 64      /* cells reached directly, besides the seeds' */
+#define CLIENT_ROUTE_MEMBERS 8    /* addresses kept per cell */
+#define CLIENT_USER_ROUTES 4096   /* user -> cell exceptions (power of two) */
+#define CLIENT_LIST_CELLS_MS 5000 /* at most one DirectoryListCells per this */
+#define CLIENT_MAX_REDIRECTS 3    /* WRONG_CELL hints followed per call */
 
 #define DEFAULT_TIMEOUT_MS 5000
 #define DEFAULT_MAX_INFLIGHT 1024
@@ -111,6 +130,7 @@ struct call {
     enum call_state state;
     uint16_t method;
     uint16_t flags;
+    const struct method_info *mi;
     uint8_t *body; /* owned copy of the request body, kept for retries */
     size_t len;
     uint64_t client_id;
@@ -120,6 +140,9 @@ struct call {
     unsigned backoff_ms;
     int last_err;       /* last retryable failure, reported at the deadline */
     uint32_t leader_id; /* named by the last response of this call */
+    uint64_t user_id;   /* the user the request is about (routing), 0 = none */
+    uint32_t cell_id;   /* set by a RouteHint; 0 = the user id's cell */
+    unsigned redirects; /* WRONG_CELL hints followed */
     int fixed;          /* address index for internal calls, else -1 */
     int avoid;          /* address whose attempt failed last, else -1 */
     struct conn *conn;  /* SENT: its connection; QUEUED: the wait list's */
@@ -167,6 +190,22 @@ struct addr {
     struct conn *conn;
 };
 
+/* A cell other than the seeds' that the client sends to directly. */
+struct route {
+    uint32_t cell_id;
+    uint32_t leader_id;               /* 0 = unknown */
+    int member[CLIENT_ROUTE_MEMBERS]; /* address indexes */
+    int n;                            /* >= 1 */
+    unsigned cursor;
+};
+
+/* A user that does not live in the cell its id names (learned from a
+ * RouteHint). */
+struct user_route {
+    uint64_t user_id; /* 0 = free */
+    uint32_t cell_id;
+};
+
 struct heap {
     struct call **v;
     size_t n, cap;
@@ -184,6 +223,13 @@ struct gs_client {
     size_t naddrs, nseeds, max_addrs;
     size_t cursor; /* current seed */
     uint32_t leader_id;
+    uint32_t home_cell; /* the seeds' cell (CellStatus); 0 = not known yet */
+    struct route routes[CLIENT_MAX_ROUTES];
+    size_t nroutes;
+    struct user_route *user_routes; /* CLIENT_USER_ROUTES slots */
+    int listing;                    /* a DirectoryListCells is in flight */
+    uint64_t list_next;             /* loop time of the next one allowed */
+    struct gs_client_stats stats;
 
     unsigned timeout_ms;
     unsigned max_inflight;
@@ -446,15 +492,16 @@ static int addr_of_node(const gs_client *c, uint64_t node_id)
     return -1;
 }
 
-/* Record that node_id serves clients at text. Unparsable addresses (host
- * names) are ignored; so are new addresses beyond the table's bound. */
-static void addr_learn(gs_client *c, const char *text, uint64_t node_id)
+/* Record that node_id serves clients at text; returns its address index.
+ * Unparsable addresses (host names) are ignored; so are new addresses
+ * beyond the table's bound (both -1). */
+static int addr_learn(gs_client *c, const char *text, uint64_t node_id)
 {
     struct sockaddr_storage sa;
     int idx = -1;
 
     if (node_id == 0 || addr_parse(text, &sa) != 0) {
-        return;
+        return -1;
     }
     for (size_t i = 0; i < c->naddrs; i++) {
         if (sa_equal(&c->addrs[i].sa, &sa)) {
@@ -465,7 +512,7 @@ static void addr_learn(gs_client *c, const char *text, uint64_t node_id)
     }
     if (idx < 0) {
         if (c->naddrs == c->max_addrs) {
-            return;
+            return -1;
         }
         idx = (int)c->naddrs++;
         memset(&c->addrs[idx], 0, sizeof c->addrs[idx]);
@@ -473,11 +520,129 @@ static void addr_learn(gs_client *c, const char *text, uint64_t node_id)
         c->addrs[idx].sa = sa;
     }
     c->addrs[idx].node_id = node_id;
+    return idx;
 }
 
-/* Where the next attempt of k goes (an index into c->addrs). */
+/* ------------------------------------------------------------------ routes */
+
+static struct route *route_find(gs_client *c, uint32_t cell_id)
+{
+    if (cell_id == 0) {
+        return NULL;
+    }
+    for (size_t i = 0; i < c->nroutes; i++) {
+        if (c->routes[i].cell_id == cell_id) {
+            return &c->routes[i];
+        }
+    }
+    return NULL;
+}
+
+/* Learn that cell_id's members (node ids and client addresses) are these.
+ * Addresses that cannot be learned are left out; a cell with none left, or
+ * one beyond CLIENT_MAX_ROUTES, keeps going through the seeds. */
+static void route_learn(gs_client *c, uint32_t cell_id, const uint64_t *node_ids,
+                        const char *const *addresses, size_t n, uint64_t leader_id)
+{
+    struct route *r = route_find(c, cell_id);
+    struct route nr;
+
+    if (cell_id == 0 || cell_id == c->home_cell) {
+        return; /* the seeds' own cell: followed through them */
+    }
+    memset(&nr, 0, sizeof nr);
+    nr.cell_id = cell_id;
+    for (size_t i = 0; i < n && nr.n < CLIENT_ROUTE_MEMBERS; i++) {
+        int idx = addresses[i] != NULL ? addr_learn(c, addresses[i], node_ids[i]) : -1;
+        if (idx >= 0) {
+            nr.member[nr.n++] = idx;
+        }
+    }
+    if (nr.n == 0) {
+        return;
+    }
+    if (leader_id != 0 && leader_id <= UINT32_MAX) {
+        nr.leader_id = (uint32_t)leader_id;
+    } else if (r != NULL) {
+        nr.leader_id = r->leader_id;
+    }
+    if (r == NULL) {
+        if (c->nroutes == CLIENT_MAX_ROUTES) {
+            return;
+        }
+        r = &c->routes[c->nroutes++];
+    }
+    *r = nr;
+}
+
+static size_t user_route_slot(uint64_t user_id)
+{
+    /* Fibonacci hashing: user ids of one cell differ in their low bits. */
+    return (size_t)((user_id * UINT64_C(0x9E3779B97F4A7C15)) >> 52) & (CLIENT_USER_ROUTES - 1);
+}
+
+/* The cell user_id lives in: a RouteHint's answer if one was cached, else
+ * the cell that allocated the id. */
+static uint32_t user_cell(const gs_client *c, uint64_t user_id)
+{
+    const struct user_route *u;
+
+    if (user_id == 0) {
+        return 0;
+    }
+    u = &c->user_routes[user_route_slot(user_id)];
+    if (u->user_id == user_id) {
+        return u->cell_id;
+    }
+    return GS_USER_CELL(user_id);
+}
+
+/* Remember that user_id lives in cell_id. Direct-mapped: a collision
+ * replaces the older entry, which then falls back to the id's cell (and to
+ * WRONG_CELL if that is wrong). Only exceptions to the id's cell take a
+ * slot. */
+static void user_route_put(gs_client *c, uint64_t user_id, uint32_t cell_id)
+{
+    struct user_route *u = &c->user_routes[user_route_slot(user_id)];
+
+    if (user_id == 0 || cell_id == 0) {
+        return;
+    }
+    if (cell_id == GS_USER_CELL(user_id)) {
+        if (u->user_id == user_id) {
+            u->user_id = 0;
+            u->cell_id = 0;
+        }
+        return;
+    }
+    u->user_id = user_id;
+    u->cell_id = cell_id;
+}
+
+static void list_cells(gs_client *c);
+
+/* The route of call k, or NULL to go through the seeds. */
+static struct route *call_route(gs_client *c, const struct call *k)
+{
+    uint32_t cell = k->cell_id != 0 ? k->cell_id : user_cell(c, k->user_id);
+    struct route *r;
+
+    if (cell == 0 || cell == c->home_cell) {
+        return NULL;
+    }
+    r = route_find(c, cell);
+    if (r == NULL && c->home_cell != 0) {
+        list_cells(c); /* a cell we have not heard of: ask the directory */
+    }
+    return r;
+}
+
+/* Where the next attempt of k goes (an index into c->addrs): the leader of
+ * the user's cell when the client knows that cell, else through the seeds
+ * (whose node forwards it). */
 static int route_pick(gs_client *c, const struct call *k)
 {
+    struct route *r;
     int i;
 
     if (k->fixed >= 0) {
@@ -485,6 +650,20 @@ static int route_pick(gs_client *c, const struct call *k)
     }
     if (c->pin) {
         return 0;
+    }
+    r = call_route(c, k);
+    if (r != NULL) {
+        i = addr_of_node(c, r->leader_id);
+        if (i >= 0 && i != k->avoid) {
+            c->stats.direct++;
+            return i;
+        }
+        i = r->member[r->cursor % (unsigned)r->n];
+        if (i == k->avoid && r->n > 1) {
+            i = r->member[(r->cursor + 1) % (unsigned)r->n];
+        }
+        c->stats.direct++;
+        return i;
     }
     i = addr_of_node(c, c->leader_id);
     if (i >= 0 && i != k->avoid) {
@@ -497,10 +676,22 @@ static int route_pick(gs_client *c, const struct call *k)
     return i;
 }
 
-/* An attempt on address idx failed with a retryable error. */
-static void route_failed(gs_client *c, int idx)
+/* An attempt of k on address idx failed with a retryable error. */
+static void route_failed(gs_client *c, const struct call *k, int idx)
 {
+    struct route *r;
+
     if (idx < 0) {
+        return;
+    }
+    r = k->fixed < 0 ? call_route(c, k) : NULL;
+    if (r != NULL) {
+        if (addr_of_node(c, r->leader_id) == idx) {
+            r->leader_id = 0;
+        }
+        if (r->member[r->cursor % (unsigned)r->n] == idx) {
+            r->cursor++;
+        }
         return;
     }
     if (addr_of_node(c, c->leader_id) == idx) {
@@ -568,7 +759,7 @@ static void call_set_state(struct call *k, enum call_state to)
     static const unsigned char allowed[4][4] = {
         /* to:         QUEUED SENT BACKOFF DONE */
         [CALL_QUEUED] = {0, 1, 1, 1},
-        [CALL_SENT] = {0, 0, 1, 1},
+        [CALL_SENT] = {1, 0, 1, 1}, /* -> QUEUED: a WRONG_CELL redirect */
         [CALL_BACKOFF] = {1, 0, 0, 1},
         [CALL_DONE] = {0, 0, 0, 0},
     };
@@ -681,7 +872,7 @@ static void call_attempt_failed(struct call *k, int err, int idx, int may_call_b
         }
         return;
     }
-    route_failed(c, idx);
+    route_failed(c, k, idx);
     k->avoid = idx;
     k->retry_at = now + k->backoff_ms;
     k->backoff_ms *= 2;
@@ -873,6 +1064,59 @@ static void conn_fail(struct conn *cn, int err)
 
 static void maybe_discover(gs_client *c, int idx, uint32_t leader_id);
 
+/* Detached call k got WRONG_CELL with body: if the body is a RouteHint that
+ * names a cell with reachable members, learn it and send k there now.
+ * Returns 1 if k was redirected. */
+static int call_redirect(struct call *k, const uint8_t *body, size_t len)
+{
+    gs_client *c = k->c;
+    Geoscale__RouteHint *hint;
+    uint64_t ids[CLIENT_ROUTE_MEMBERS];
+    const char *addrs[CLIENT_ROUTE_MEMBERS];
+    size_t n = 0;
+    int ok = 0;
+
+    if (c->pin || c->no_retry || k->fixed >= 0 || c->closing || len == 0 ||
+        k->redirects >= CLIENT_MAX_REDIRECTS) {
+        return 0;
+    }
+    hint = geoscale__route_hint__unpack(NULL, len, body);
+    if (hint == NULL) {
+        return 0;
+    }
+    for (size_t i = 0; i < hint->n_members && n < CLIENT_ROUTE_MEMBERS; i++) {
+        ids[n] = hint->members[i]->node_id;
+        addrs[n] = hint->members[i]->client_address;
+        n++;
+    }
+    if (hint->cell_id != 0 && hint->cell_id == c->home_cell) {
+        /* The seeds' own cell: the leader the client followed was not
+         * this cell's. Go through the seeds again. */
+        c->leader_id = 0;
+        k->cell_id = 0;
+        ok = 1;
+    } else if (hint->cell_id != 0 && n > 0) {
+        if (hint->user_id != 0 && hint->user_id == k->user_id) {
+            user_route_put(c, hint->user_id, hint->cell_id);
+        }
+        route_learn(c, hint->cell_id, ids, addrs, n, hint->leader_id);
+        if (route_find(c, hint->cell_id) != NULL) {
+            k->cell_id = hint->cell_id;
+            ok = 1;
+        }
+    }
+    geoscale__route_hint__free_unpacked(hint, NULL);
+    if (!ok) {
+        return 0;
+    }
+    k->redirects++;
+    k->avoid = -1;
+    c->stats.redirects++;
+    call_set_state(k, CALL_QUEUED);
+    call_dispatch(k);
+    return 1;
+}
+
 static void conn_on_frame(struct conn *cn, const struct wire_header *h, const uint8_t *body)
 {
     gs_client *c = cn->c;
@@ -890,11 +1134,22 @@ static void conn_on_frame(struct conn *cn, const struct wire_header *h, const ui
     k = cn->table[slot];
     call_detach(k);
     k->leader_id = h->leader_id;
-    if (h->leader_id != 0) {
-        c->leader_id = h->leader_id;
-        maybe_discover(c, cn->addr_idx, h->leader_id);
+    /* A response names the leader of the group that served it: only a cell
+     * method's tells where the cell's requests should go. */
+    if (h->leader_id != 0 && k->mi->group == METHOD_GROUP_CELL &&
+        k->mi->kind != METHOD_KIND_LOCAL) {
+        struct route *r = k->fixed < 0 && !c->pin ? call_route(c, k) : NULL;
+        if (r != NULL) {
+            r->leader_id = h->leader_id;
+        } else {
+            c->leader_id = h->leader_id;
+            maybe_discover(c, cn->addr_idx, h->leader_id);
+        }
     }
     conn_pump(cn);
+    if (-(int)h->status == GS_EWRONGCELL && call_redirect(k, body, h->body_len)) {
+        return;
+    }
     if (h->status == 0) {
         call_complete(k, 0, body, h->body_len);
     } else {
@@ -1111,7 +1366,7 @@ static void on_prepare(uv_prepare_t *p)
 /* Create and route a call. Never runs cb synchronously. */
 static int call_start(gs_client *c, uint16_t method, const uint8_t *body, size_t len,
                       unsigned timeout_ms, uint64_t client_id, uint64_t client_seq, uint16_t flags,
-                      int fixed, gs_call_cb cb, void *data)
+                      int fixed, uint64_t user_id, gs_call_cb cb, void *data)
 {
     struct call *k;
     int rv;
@@ -1139,6 +1394,7 @@ static int call_start(gs_client *c, uint16_t method, const uint8_t *body, size_t
     k->c = c;
     k->state = CALL_QUEUED;
     k->method = method;
+    k->mi = method_lookup(method);
     k->flags = flags;
     k->len = len;
     k->client_id = client_id;
@@ -1146,6 +1402,7 @@ static int call_start(gs_client *c, uint16_t method, const uint8_t *body, size_t
     k->deadline = uv_now(c->loop) + timeout_ms;
     k->backoff_ms = CLIENT_BACKOFF_FIRST_MS;
     k->fixed = fixed;
+    k->user_id = user_id;
     k->avoid = -1;
     k->heap_idx[HEAP_DEADLINE] = NOT_IN_HEAP;
     k->heap_idx[HEAP_BACKOFF] = NOT_IN_HEAP;
@@ -1182,7 +1439,64 @@ static void on_discovered(int status, uint32_t leader_id, const uint8_t *body, s
     if (r->leader_id != 0 && r->leader_id <= UINT32_MAX) {
         c->leader_id = (uint32_t)r->leader_id;
     }
+    if (r->cell_id != 0 && c->home_cell == 0) {
+        struct route *h = route_find(c, r->cell_id);
+        c->home_cell = r->cell_id;
+        if (h != NULL) { /* learned before: the seeds are its route now */
+            *h = c->routes[--c->nroutes];
+        }
+    }
     geoscale__cell_status_response__free_unpacked(r, NULL);
+}
+
+static void on_cells_listed(int status, uint32_t leader_id, const uint8_t *body, size_t len,
+                            void *data)
+{
+    gs_client *c = data;
+    Geoscale__ListCellsResponse *r;
+
+    (void)leader_id;
+    c->listing = 0;
+    if (status != 0) {
+        return; /* no directory (a lone cell), or out of reach: next time */
+    }
+    r = geoscale__list_cells_response__unpack(NULL, len, body);
+    if (r == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < r->n_cells; i++) {
+        const Geoscale__CellInfo *ci = r->cells[i];
+        uint64_t ids[CLIENT_ROUTE_MEMBERS];
+        const char *addrs[CLIENT_ROUTE_MEMBERS];
+        size_t n = 0;
+        for (size_t j = 0; j < ci->n_members && n < CLIENT_ROUTE_MEMBERS; j++) {
+            ids[n] = ci->members[j]->node_id;
+            addrs[n] = ci->members[j]->client_address;
+            n++;
+        }
+        route_learn(c, ci->cell_id, ids, addrs, n, 0);
+    }
+    geoscale__list_cells_response__free_unpacked(r, NULL);
+}
+
+/* Ask the directory (through the seeds) for every cell's members, at most
+ * once per CLIENT_LIST_CELLS_MS. */
+static void list_cells(gs_client *c)
+{
+    Geoscale__ListCellsRequest rq = GEOSCALE__LIST_CELLS_REQUEST__INIT;
+    uint8_t buf[8];
+    size_t len;
+    uint64_t now = uv_now(c->loop);
+
+    if (c->pin || c->closing || c->listing || now < c->list_next) {
+        return;
+    }
+    c->list_next = now + CLIENT_LIST_CELLS_MS;
+    len = geoscale__list_cells_request__pack(&rq, buf);
+    if (call_start(c, GEOSCALE__METHOD__METHOD_DIRECTORY_LIST_CELLS, buf, len, c->timeout_ms, 0, 0,
+                   0, -1, 0, on_cells_listed, c) == 0) {
+        c->listing = 1;
+    }
 }
 
 /* A response from address idx named leader_id: learn its address if it is
@@ -1196,7 +1510,7 @@ static void maybe_discover(gs_client *c, int idx, uint32_t leader_id)
         return;
     }
     c->discover_next = now + CLIENT_DISCOVER_MS;
-    if (call_start(c, GEOSCALE__METHOD__METHOD_CELL_STATUS, NULL, 0, c->timeout_ms, 0, 0, 0, idx,
+    if (call_start(c, GEOSCALE__METHOD__METHOD_CELL_STATUS, NULL, 0, c->timeout_ms, 0, 0, 0, idx, 0,
                    on_discovered, c) == 0) {
         c->discovering = 1;
     }
@@ -1227,7 +1541,8 @@ int gs_client_open(uv_loop_t *loop, const char *const *seeds, size_t n,
     c->loop = loop;
     c->max_addrs = n + CLIENT_MAX_LEARNED;
     c->addrs = calloc(c->max_addrs, sizeof *c->addrs);
-    if (c->addrs == NULL) {
+    c->user_routes = calloc(CLIENT_USER_ROUTES, sizeof *c->user_routes);
+    if (c->addrs == NULL || c->user_routes == NULL) {
         rv = GS_ENOMEM;
         goto err;
     }
@@ -1265,6 +1580,7 @@ int gs_client_open(uv_loop_t *loop, const char *const *seeds, size_t n,
     return 0;
 
 err:
+    free(c->user_routes);
     free(c->addrs);
     free(c);
     return rv;
@@ -1274,7 +1590,7 @@ int gs_client_call(gs_client *c, uint16_t method, const uint8_t *body, size_t le
                    const struct gs_call_options *opts, gs_call_cb cb, void *data)
 {
     const struct method_info *mi;
-    uint64_t client_id = 0, client_seq = 0;
+    uint64_t client_id = 0, client_seq = 0, user_id = 0;
     unsigned timeout_ms;
 
     if (c == NULL || cb == NULL || (len > 0 && body == NULL)) {
@@ -1298,9 +1614,22 @@ int gs_client_call(gs_client *c, uint16_t method, const uint8_t *body, size_t le
         client_seq = c->next_seq; /* consumed only on success, below */
     }
     timeout_ms = opts != NULL && opts->timeout_ms != 0 ? opts->timeout_ms : c->timeout_ms;
+    if (opts != NULL && opts->user_id != 0) {
+        user_id = opts->user_id;
+    } else if (c->nroutes > 0 && !c->pin && mi->group == METHOD_GROUP_CELL &&
+               mi->kind != METHOD_KIND_LOCAL) {
+        /* Only worth a decode once some cell besides the seeds' is known. */
+        static const uint8_t empty[1];
+        ProtobufCMessage *msg =
+            protobuf_c_message_unpack(mi->request, NULL, len, len > 0 ? body : empty);
+        user_id = method_subject(mi, msg);
+        if (msg != NULL) {
+            protobuf_c_message_free_unpacked(msg, NULL);
+        }
+    }
     {
         int rv = call_start(c, method, body, len, timeout_ms, client_id, client_seq,
-                            opts != NULL ? opts->flags : 0, -1, cb, data);
+                            opts != NULL ? opts->flags : 0, -1, user_id, cb, data);
         if (rv != 0) {
             return rv;
         }
@@ -1311,6 +1640,15 @@ int gs_client_call(gs_client *c, uint16_t method, const uint8_t *body, size_t le
     return 0;
 }
 
+void gs_client_get_stats(const gs_client *c, struct gs_client_stats *out)
+{
+    if (c == NULL || out == NULL) {
+        return;
+    }
+    *out = c->stats;
+    out->cells = c->nroutes;
+}
+
 static void client_free(gs_client *c)
 {
     void (*closed_cb)(void *) = c->closed_cb;
@@ -1318,6 +1656,7 @@ static void client_free(gs_client *c)
 
     free(c->deadlines.v);
     free(c->backoffs.v);
+    free(c->user_routes);
     free(c->addrs);
     free(c);
     if (closed_cb != NULL) {
@@ -1428,6 +1767,7 @@ int gs_sync_call(gs_sync *s, uint16_t method, const ProtobufCMessage *req, Proto
                  uint32_t *leader_id)
 {
     const struct method_info *mi = method_lookup(method);
+    struct gs_call_options co;
     struct sync_wait w;
     uint8_t *buf = NULL;
     size_t len;
@@ -1450,7 +1790,9 @@ int gs_sync_call(gs_sync *s, uint16_t method, const ProtobufCMessage *req, Proto
     protobuf_c_message_pack(req, buf);
     memset(&w, 0, sizeof w);
     w.desc = mi->response;
-    rv = gs_client_call(s->c, method, buf, len, NULL, sync_call_cb, &w);
+    memset(&co, 0, sizeof co);
+    co.user_id = method_subject(mi, req);
+    rv = gs_client_call(s->c, method, buf, len, &co, sync_call_cb, &w);
     free(buf); /* copied by the call */
     if (rv != 0) {
         return rv;
@@ -1463,6 +1805,11 @@ int gs_sync_call(gs_sync *s, uint16_t method, const ProtobufCMessage *req, Proto
     }
     *resp = w.resp;
     return w.status;
+}
+
+gs_client *gs_sync_client(gs_sync *s)
+{
+    return s != NULL ? s->c : NULL;
 }
 
 static void sync_closed(void *data)

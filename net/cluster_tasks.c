@@ -71,8 +71,8 @@ struct ship {
     struct group_request g; /* must stay first */
     struct cluster_tasks *t;
     bool orphan;
-    unsigned calls;          /* deliveries in flight */
-    uint64_t up_to_seq;      /* metadata rows read; 0 = none */
+    unsigned calls;     /* deliveries in flight */
+    uint64_t up_to_seq; /* metadata rows read; 0 = none */
     bool rows_ok;
     uint32_t edge_dest_cell; /* edge halves read for this cell; 0 = none */
     uint64_t edge_up_to_seq;
@@ -277,10 +277,17 @@ static void tasks_learned_cb(int status, uint32_t leader_id, const uint8_t *body
     if (resp == NULL) {
         return;
     }
+    /* A raised routes version (a cell's members changed) makes every route
+     * cached before it stale: they are asked again on their next use. */
+    if (resp->routes_version > route_cache_version(t->routes)) {
+        log_info("cluster", "event=routes_invalidated routes_version=%" PRIu64,
+                 resp->routes_version);
+        route_cache_set_version(t->routes, resp->routes_version);
+    }
     for (size_t i = 0; i < resp->n_cells; i++) {
         const Geoscale__CellInfo *ci = resp->cells[i];
-        if (cluster_config_find_cell(t->srv->cluster, ci->cell_id) != NULL ||
-            ci->n_members == 0 || ci->n_members > ROUTE_MAX_MEMBERS) {
+        if (cluster_config_find_cell(t->srv->cluster, ci->cell_id) != NULL || ci->n_members == 0 ||
+            ci->n_members > ROUTE_MAX_MEMBERS) {
             continue; /* known from the topology file, or unusable */
         }
         struct route_cell rc;
@@ -293,10 +300,9 @@ static void tasks_learned_cb(int status, uint32_t leader_id, const uint8_t *body
                      ci->members[m]->client_address);
         }
         rc.n_members = (unsigned)ci->n_members;
-        rc.directory_version = resp->version;
+        rc.directory_version = resp->routes_version;
         if (route_cache_put_cell(t->routes, &rc) == 0) {
-            log_debug("cluster", "event=cell_learned cell_id=%u region=%s", rc.cell_id,
-                      rc.region);
+            log_debug("cluster", "event=cell_learned cell_id=%u region=%s", rc.cell_id, rc.region);
         }
     }
     geoscale__list_cells_response__free_unpacked(resp, NULL);
@@ -579,7 +585,9 @@ static void tasks_finish(struct server *srv, struct server_request *req, int sta
     server_flush(srv);
 }
 
-/* WRONG_CELL with a RouteHint naming the nodes of `region`. */
+/* WRONG_CELL with a RouteHint naming the members of the user's cell when it
+ * is known (the client then goes straight there), else the nodes of
+ * `region` (which route within it). */
 static void tasks_wrong_region(struct cluster_tasks *t, struct server_request *req,
                                uint64_t user_id, uint32_t cell_id, const char *region)
 {
@@ -588,6 +596,17 @@ static void tasks_wrong_region(struct cluster_tasks *t, struct server_request *r
     Geoscale__Member members[8];
     Geoscale__Member *ptrs[8];
     size_t n = 0;
+    struct route_cell cell;
+    if (cell_id != 0 && tasks_cell_info(t, cell_id, &cell) == 0) {
+        for (unsigned i = 0; i < cell.n_members && n < 8; i++) {
+            geoscale__member__init(&members[n]);
+            members[n].node_id = cell.members[i].node_id;
+            members[n].client_address = cell.members[i].client_address;
+            ptrs[n] = &members[n];
+            n++;
+        }
+        r = -1; /* the cell's members only */
+    }
     for (size_t i = 0; i < cc->n_nodes && n < 8 && r >= 0; i++) {
         if (cc->nodes[i].region == (size_t)r) {
             geoscale__member__init(&members[n]);
@@ -622,8 +641,8 @@ struct signup {
     uint8_t hash[KEY_USERNAME_HASH_LEN];
     uint64_t user_id;
     uint32_t cell_id;
-    int status;          /* the answer to give */
-    uint8_t *body;       /* the cell's CreateUserResponse */
+    int status;    /* the answer to give */
+    uint8_t *body; /* the cell's CreateUserResponse */
     size_t len;
     uint32_t leader_id;
 };
@@ -679,8 +698,6 @@ static void signup_confirmed_cb(int status, uint32_t leader_id, const uint8_t *b
                                 void *data)
 {
     (void)leader_id;
-    (void)body;
-    (void)len;
     struct signup *s = data;
     if (status != 0) {
         /* The user exists in its cell; its route is not confirmed. The
@@ -689,7 +706,12 @@ static void signup_confirmed_cb(int status, uint32_t leader_id, const uint8_t *b
                  gs_error_name(status));
         s->status = status == GS_ETIMEOUT ? GS_EUNKNOWN : status;
     } else {
-        route_cache_put_user(s->t->routes, s->user_id, s->cell_id, 0);
+        Geoscale__ConfirmUsernameResponse *resp =
+            geoscale__confirm_username_response__unpack(NULL, len, body);
+        if (resp != NULL) {
+            route_cache_put_user(s->t->routes, s->user_id, s->cell_id, resp->routes_version);
+            geoscale__confirm_username_response__free_unpacked(resp, NULL);
+        }
         log_info("cluster", "event=signup user_id=%" PRIu64 " cell_id=%u", s->user_id, s->cell_id);
     }
     signup_done(s);
@@ -907,10 +929,10 @@ static void routed_route_cb(int status, uint32_t leader_id, const uint8_t *body,
         return;
     }
     uint32_t cell_id = resp->route->cell_id;
-    /* The directory's version moves with every signup; only a change that
-     * breaks routes (a user moving between cells, which does not happen
-     * yet) may invalidate the cache, so it is not fed from here. */
-    route_cache_put_user(r->t->routes, r->user_id, cell_id, 0);
+    /* Keyed by the routes version, not the directory version (which moves
+     * with every signup): an answer from a replica that has not seen the
+     * latest route change is refused by the cache. */
+    route_cache_put_user(r->t->routes, r->user_id, cell_id, resp->routes_version);
     geoscale__get_route_response__free_unpacked(resp, NULL);
     routed_send(r, cell_id);
 }
@@ -957,8 +979,8 @@ static void tasks_route_username(struct cluster_tasks *t, struct server_request 
     rq.hash.data = hash;
     rq.hash.len = sizeof hash;
     gs_client *dir = tasks_directory(t);
-    if (dir == NULL || tasks_call(dir, GEOSCALE__METHOD__METHOD_DIRECTORY_LOOKUP_USERNAME,
-                                  &rq.base, NULL, routed_lookup_cb, r) != 0) {
+    if (dir == NULL || tasks_call(dir, GEOSCALE__METHOD__METHOD_DIRECTORY_LOOKUP_USERNAME, &rq.base,
+                                  NULL, routed_lookup_cb, r) != 0) {
         tasks_finish(t->srv, req, GS_EUNAVAILABLE, 0, NULL, 0);
         free(r);
     }
@@ -967,39 +989,12 @@ static void tasks_route_username(struct cluster_tasks *t, struct server_request 
 /* The user a cell request is about (0 if it names none by id). */
 static uint64_t tasks_subject(const struct server_request *req)
 {
-    const struct method_info *m = req->method;
-    ProtobufCMessage *msg = protobuf_c_message_unpack(m->request, NULL, req->len, req->body);
-    if (msg == NULL) {
-        return 0;
+    ProtobufCMessage *msg =
+        protobuf_c_message_unpack(req->method->request, NULL, req->len, req->body);
+    uint64_t user_id = method_subject(req->method, msg);
+    if (msg != NULL) {
+        protobuf_c_message_free_unpacked(msg, NULL);
     }
-    uint64_t user_id = 0;
-    switch (req->header.method) {
-    case GEOSCALE__METHOD__METHOD_GET_USER:
-        user_id = ((Geoscale__GetUserRequest *)msg)->user_id;
-        break;
-    case GEOSCALE__METHOD__METHOD_UPDATE_USER:
-        user_id = ((Geoscale__UpdateUserRequest *)msg)->user_id;
-        break;
-    case GEOSCALE__METHOD__METHOD_FOLLOW:
-    case GEOSCALE__METHOD__METHOD_UNFOLLOW:
-    case GEOSCALE__METHOD__METHOD_BLOCK:
-    case GEOSCALE__METHOD__METHOD_UNBLOCK:
-        user_id = ((Geoscale__EdgeRequest *)msg)->actor_id;
-        break;
-    case GEOSCALE__METHOD__METHOD_LIST_FOLLOWERS:
-    case GEOSCALE__METHOD__METHOD_LIST_FOLLOWING:
-        user_id = ((Geoscale__ListEdgesRequest *)msg)->user_id;
-        break;
-    case GEOSCALE__METHOD__METHOD_GET_SETTINGS:
-        user_id = ((Geoscale__GetSettingsRequest *)msg)->user_id;
-        break;
-    case GEOSCALE__METHOD__METHOD_SET_SETTINGS:
-        user_id = ((Geoscale__SetSettingsRequest *)msg)->user_id;
-        break;
-    default:
-        break;
-    }
-    protobuf_c_message_free_unpacked(msg, NULL);
     return user_id;
 }
 
@@ -1007,8 +1002,7 @@ bool cluster_tasks_dispatch(struct cluster_tasks *t, struct server_request *req)
 {
     struct server *srv = t->srv;
     if (t->stopping || req->method->group != METHOD_GROUP_CELL ||
-        req->method->kind == METHOD_KIND_LOCAL ||
-        (req->header.flags & WIRE_FLAG_FORWARDED) != 0) {
+        req->method->kind == METHOD_KIND_LOCAL || (req->header.flags & WIRE_FLAG_FORWARDED) != 0) {
         return false;
     }
     if (req->header.method == GEOSCALE__METHOD__METHOD_CREATE_USER) {
@@ -1029,7 +1023,8 @@ bool cluster_tasks_dispatch(struct cluster_tasks *t, struct server_request *req)
     }
     uint64_t user_id = tasks_subject(req);
     if (user_id == 0 && req->header.method == GEOSCALE__METHOD__METHOD_GET_USER) {
-        Geoscale__GetUserRequest *gu = geoscale__get_user_request__unpack(NULL, req->len, req->body);
+        Geoscale__GetUserRequest *gu =
+            geoscale__get_user_request__unpack(NULL, req->len, req->body);
         if (gu != NULL && gu->username[0] != '\0') {
             tasks_route_username(t, req, gu->username);
             geoscale__get_user_request__free_unpacked(gu, NULL);
@@ -1064,8 +1059,8 @@ bool cluster_tasks_dispatch(struct cluster_tasks *t, struct server_request *req)
     Geoscale__GetRouteRequest rq = GEOSCALE__GET_ROUTE_REQUEST__INIT;
     rq.user_id = user_id;
     gs_client *dir = tasks_directory(t);
-    if (dir == NULL || tasks_call(dir, GEOSCALE__METHOD__METHOD_DIRECTORY_GET_ROUTE, &rq.base,
-                                  NULL, routed_route_cb, r) != 0) {
+    if (dir == NULL || tasks_call(dir, GEOSCALE__METHOD__METHOD_DIRECTORY_GET_ROUTE, &rq.base, NULL,
+                                  routed_route_cb, r) != 0) {
         tasks_finish(srv, req, GS_EUNAVAILABLE, 0, NULL, 0);
         free(r);
     }

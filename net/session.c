@@ -181,8 +181,8 @@ static void session_send(struct session *s, const struct wire_header *h, int sta
     if (s->closing) {
         return;
     }
-    if (status != 0) {
-        len = 0;
+    if (status != 0 && status != GS_EWRONGCELL) {
+        len = 0; /* errors carry no body, but for WRONG_CELL's RouteHint */
     } else if (len > s->srv->cfg->limits.max_frame_bytes) {
         /* The client would refuse the frame and drop the connection. */
         log_warn("session", "event=response_too_big session_id=%" PRIu64 " method=%u bytes=%zu",

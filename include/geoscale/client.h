@@ -19,6 +19,19 @@
  * cell leader; every response names the leader (leader_id), and the client
  * learns node addresses (CellStatus members) so that later requests go to
  * the leader directly.
+ * In a cluster of many cells a request about a user (GetUser by id,
+ * UpdateUser, the edge methods by actor, lists, settings) belongs to the
+ * user's home cell: the cell the user id names (GS_USER_CELL), unless a
+ * RouteHint said otherwise. The client caches the members of cells it has
+ * heard of (from WRONG_CELL RouteHints, and from DirectoryListCells, which it
+ * asks for when a request names a cell it does not know) and sends such
+ * requests straight to that cell's leader, tracking each cell's leader
+ * separately. A node refuses to carry PII out of its home region: it
+ * answers WRONG_CELL with a RouteHint naming the home cell's nodes, and the
+ * client follows it at once (at most 3 times per call) with the same
+ * idempotency key. The user is found from gs_call_options.user_id, or by
+ * decoding the request body once routes are known; gs_sync_call finds it
+ * itself.
  *
  * Retries: each write carries an idempotency key (client_id, client_seq);
  * client_id is random per gs_client, client_seq counts up. When a request
@@ -67,6 +80,18 @@ struct gs_call_options {
                                instead of a fresh one (forwarding) */
     uint64_t client_seq;
     uint16_t flags;         /* wire flags to set (WIRE_FLAG_FORWARDED) */
+    uint64_t user_id;       /* the user the request is about, for routing;
+                               0 = find it in the body when needed */
+};
+
+/* The cell that allocated a user id (user_id = cell_id << 40 | sequence). */
+#define GS_USER_CELL(user_id) ((uint32_t)((uint64_t)(user_id) >> 40))
+
+/* Counters of a client's routing decisions. */
+struct gs_client_stats {
+    uint64_t direct;    /* attempts sent to a known cell other than the seeds' */
+    uint64_t redirects; /* WRONG_CELL RouteHints followed */
+    uint64_t cells;     /* cells known besides the seeds' */
 };
 
 /*
@@ -105,6 +130,9 @@ int gs_client_call(gs_client *c,
                    gs_call_cb cb,
                    void *data);
 
+/* Copy the client's routing counters into *out. */
+void gs_client_get_stats(const gs_client *c, struct gs_client_stats *out);
+
 /* Close: fail pending calls with GS_ESHUTDOWN, close connections, and free
  * the client once its handles are closed (then closed_cb(data) runs, if
  * given). The loop must keep running until then. */
@@ -130,6 +158,9 @@ int gs_sync_call(gs_sync *s,
                  const ProtobufCMessage *req,
                  ProtobufCMessage **resp,
                  uint32_t *leader_id);
+
+/* The asynchronous client under s (for gs_client_get_stats); owned by s. */
+gs_client *gs_sync_client(gs_sync *s);
 
 /* Close and free (NULL is ok). */
 void gs_sync_close(gs_sync *s);

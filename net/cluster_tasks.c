@@ -23,7 +23,9 @@
  * to the metadata group (MetadataApply) and the halves to their cell
  * (EdgeApply); both apply each item once. Then it proposes OutboxAck to its
  * cell to delete what was delivered; and again, until the outbox is empty,
- * then every TASKS_SHIP_IDLE_MS. A new leader ships from the oldest item not
+ * then at the next tick after a write to the cell completes here, or every
+ * TASKS_SHIP_IDLE_MS (a write proposed by another path, or a failed round
+ * waiting TASKS_SHIP_RETRY_MS). A new leader ships from the oldest item not
  * yet acknowledged.
  *
  * Routing. A cell request for a user whose id names another cell is sent to
@@ -86,6 +88,8 @@ struct cluster_tasks {
     gs_client *metadata;
     struct ship *ship; /* the round in flight, NULL if none */
     uint64_t next_ship_ms;
+    bool outbox_dirty; /* a cell write completed since the last round began */
+    bool ship_failed;  /* the last round failed: wait TASKS_SHIP_RETRY_MS */
     struct cell_client *cells;
     size_t n_cells, cap_cells;
     struct route_cache *routes;
@@ -406,6 +410,12 @@ static void ship_end(struct cluster_tasks *t, struct ship *sh, unsigned delay_ms
     free(sh);
     t->ship = NULL;
     t->next_ship_ms = uv_now(t->srv->loop) + delay_ms;
+    t->ship_failed = delay_ms == TASKS_SHIP_RETRY_MS;
+}
+
+void cluster_tasks_cell_written(struct cluster_tasks *t)
+{
+    t->outbox_dirty = true;
 }
 
 static void ship_submit(struct cluster_tasks *t, struct ship *sh, uint32_t method,
@@ -556,14 +566,15 @@ static void ship_read(struct group_request *g)
 
 static void ship_tick(struct cluster_tasks *t, const struct group_status *st)
 {
-    if (t->ship != NULL || strcmp(st->state, "leader") != 0 ||
-        uv_now(t->srv->loop) < t->next_ship_ms) {
+    bool due = uv_now(t->srv->loop) >= t->next_ship_ms || (t->outbox_dirty && !t->ship_failed);
+    if (t->ship != NULL || strcmp(st->state, "leader") != 0 || !due) {
         return;
     }
     struct ship *sh = calloc(1, sizeof *sh);
     if (sh == NULL) {
         return;
     }
+    t->outbox_dirty = false; /* writes from now on are after this read */
     sh->t = t;
     t->ship = sh;
     Geoscale__OutboxReadRequest rq = GEOSCALE__OUTBOX_READ_REQUEST__INIT;

@@ -21,6 +21,11 @@ int cluster_tasks_start(struct server *srv, struct cluster_tasks **out);
 /* Called from the server's timer: cell registration. */
 void cluster_tasks_tick(struct cluster_tasks *t);
 
+/* A write to this node's cell was applied here (so this node leads it): the
+ * outbox may hold new rows; ship at the next tick instead of after the idle
+ * delay. */
+void cluster_tasks_cell_written(struct cluster_tasks *t);
+
 /* Offer a validated request (state RECEIVED). Returns true if the tasks
  * took it (signup, or a cell request for a user of another cell): it will
  * be answered later. false: serve it as usual. */

@@ -350,6 +350,10 @@ static void server_group_done(struct group_request *g)
         goto out;
     }
     request_reply(req, result.status, leader_id, result.body, result.len);
+    if (result.status == 0 && srv->tasks != NULL && req->method->group == METHOD_GROUP_CELL &&
+        req->method->kind == METHOD_KIND_WRITE) {
+        cluster_tasks_cell_written(srv->tasks);
+    }
 out:
     free(result.body);
 }

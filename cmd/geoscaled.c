@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,7 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out, "Usage: geoscaled --config FILE [--log-level LEVEL]\n"
+    fprintf(out, "Usage: geoscaled --config FILE [--log-level LEVEL] [--unsafe-local-reads]\n"
                  "       geoscaled --cluster FILE --node ID [--log-level LEVEL]\n"
                  "       geoscaled --help | --version\n"
                  "\n"
@@ -36,6 +37,15 @@ static void usage(FILE *out)
                  "  -C, --cluster FILE      cluster topology (JSON), with --node\n"
                  "  -n, --node ID           this node's id in the cluster file\n"
                  "  -l, --log-level LEVEL   debug, info, warn or error\n"
+                 "      --unsafe-local-reads\n"
+                 "                          TESTING ONLY, never in production: serve\n"
+                 "                          linearizable reads (GetUser, ListFollowers, ...)\n"
+                 "                          from this node's local state, on followers too\n"
+                 "                          and without a barrier. This BREAKS\n"
+                 "                          LINEARIZABILITY (stale reads); it exists to\n"
+                 "                          show that the chaos checker catches them\n"
+                 "                          (geoscale-chaos --unsafe-local-reads). With\n"
+                 "                          --config only.\n"
                  "  -h, --help              print this help and exit\n"
                  "  -V, --version           print the version and exit\n"
                  "\n"
@@ -67,12 +77,14 @@ int main(int argc, char **argv)
         {"log-level", required_argument, NULL, 'l'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
+        {"unsafe-local-reads", no_argument, NULL, 'U'},
         {NULL, 0, NULL, 0},
     };
     const char *config_path = NULL;
     const char *cluster_path = NULL;
     const char *node_arg = NULL;
     const char *level_arg = NULL;
+    bool unsafe_local_reads = false;
     int opt;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, ":c:C:n:l:hV", options, NULL)) != -1) {
@@ -95,6 +107,9 @@ int main(int argc, char **argv)
         case 'V':
             printf("geoscaled %s\n", GEOSCALED_VERSION);
             return 0;
+        case 'U':
+            unsafe_local_reads = true;
+            break;
         case ':':
             fprintf(stderr, "geoscaled: option %s needs an argument\n", argv[optind - 1]);
             fprintf(stderr, "Try 'geoscaled --help'.\n");
@@ -112,6 +127,11 @@ int main(int argc, char **argv)
     }
     if ((config_path == NULL) == (cluster_path == NULL)) {
         fprintf(stderr, "geoscaled: give either --config FILE or --cluster FILE --node ID\n");
+        fprintf(stderr, "Try 'geoscaled --help'.\n");
+        return 2;
+    }
+    if (unsafe_local_reads && cluster_path != NULL) {
+        fprintf(stderr, "geoscaled: --unsafe-local-reads goes with --config only\n");
         fprintf(stderr, "Try 'geoscaled --help'.\n");
         return 2;
     }
@@ -188,5 +208,17 @@ int main(int argc, char **argv)
         level = cfg.log_level >= 0 ? cfg.log_level : LOG_INFO;
     }
     log_set_level((enum log_level)level);
+    cfg.unsafe_local_reads = unsafe_local_reads;
+    if (unsafe_local_reads) {
+        /* Loud on purpose, whatever the log level: this node gives up
+         * linearizability. */
+        fprintf(stderr,
+                "WARNING geoscaled node_id=%" PRIu64
+                " event=unsafe_local_reads: linearizable reads are served from local "
+                "state without a barrier; reads may be STALE. Testing only (chaos "
+                "checker), never in production.\n",
+                cfg.node_id);
+        log_warn("node", "event=unsafe_local_reads enabled=1 node_id=%" PRIu64, cfg.node_id);
+    }
     return node_run(&cfg);
 }

@@ -316,3 +316,8 @@ int cell_fsm_digest(struct cell_fsm *fsm, uint8_t digest[32], uint64_t *n_keys)
 {
     return rsm_digest(&fsm->rsm, digest, n_keys);
 }
+
+struct rsm *cell_fsm_rsm(struct cell_fsm *fsm)
+{
+    return &fsm->rsm;
+}

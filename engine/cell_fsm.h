@@ -184,6 +184,13 @@ int cell_fsm_edge_outbox_read(struct cell_fsm *fsm,
 /* Free what cell_fsm_edge_outbox_read() returned. halves NULL is ok. */
 void cell_fsm_edge_outbox_free(Geoscale__EdgeHalf **halves, size_t n_halves);
 
+struct rsm;
+
+/* The fsm's replicated-state-machine base (engine/rsm.h), for what works on
+ * any group's state machine: checkpoints (engine/checkpoint.h). The fsm
+ * keeps ownership; valid until cell_fsm_close(). */
+struct rsm *cell_fsm_rsm(struct cell_fsm *fsm);
+
 /* Make everything applied so far durable (rocksdb_flush_wal with sync). */
 int cell_fsm_sync(struct cell_fsm *fsm);
 

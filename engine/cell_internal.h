@@ -59,21 +59,7 @@
 #define CELL_LIST_MAX 1000
 
 struct cell_fsm {
-    /*
-     * The base (rsm.h). engine/checkpoint.c, written before the base, reads
-     * and sets its fields under their own names (fsm->db, fsm->options,
-     * fsm->readopts, fsm->db_path, fsm->applied_index), so they are also
-     * visible here through an anonymous struct of the same members: the
-     * two members of the union have the same layout (a common initial
-     * sequence of everything). Once checkpoint.c uses rsm_detach() and
-     * rsm_attach(), the union goes and only `rsm` stays.
-     */
-    union {
-        struct rsm rsm;
-        struct {
-            RSM_FIELDS
-        };
-    };
+    struct rsm rsm; /* the base (rsm.h) */
     uint32_t cell_id;
     uint8_t username_key[64];
     size_t username_key_len;

@@ -1,5 +1,6 @@
 /*
- * Checkpoints of a cell DB and their transfer (contract in checkpoint.h).
+ * Checkpoints of a replicated state machine's DB (any struct rsm: cell,
+ * directory, metadata) and their transfer (contract in checkpoint.h).
  *
  * Creation. rocksdb_checkpoint_create() with log_size_for_flush = UINT64_MAX
  * never flushes the memtables: it hard-links the live SST files, copies the
@@ -12,12 +13,17 @@
  *
  * The .meta file is text, versioned:
  *
- *   geoscale-checkpoint 1
- *   cell_id 7
+ *   geoscale-checkpoint 2
+ *   kind directory
+ *   identity 0
  *   applied_index 42
  *   files 5
  *   000012.sst 1048576 <64 hex digits, or - before hashing>
  *   ...
+ *
+ * kind and identity are the rsm's (a cell and its id; the directory or the
+ * metadata group and its shard). Format 1, written when only cells kept
+ * checkpoints, had one line "cell_id 7" instead and is still read, as a cell's.
  *
  * Serving. checkpoint_load() hashes what the .meta does not have yet,
  * reusing the hash of an SST that another complete checkpoint links (same
@@ -30,16 +36,17 @@
  * harmless. Verification re-reads the files from disk, so what is verified
  * is exactly what will be installed, whatever order the chunks came in.
  *
- * Install. The new DB is checked (schema, cell id, applied index) through a
- * read-only open before the live one is touched, so a wrong checkpoint
- * changes nothing. The swap is two renames, each followed by an fsync of the
- * parent directory:
+ * Install. The new DB is checked (schema, the rsm's identity, applied index)
+ * through a read-only open (rsm_probe) before the live one is touched, so a
+ * wrong checkpoint changes nothing. The live DB is closed and reopened by
+ * the base (rsm_detach, rsm_attach), which re-checks the identity. The swap
+ * is two renames, each followed by an fsync of the parent directory:
  *
  *   1. <db> -> <db>.old         crash here: <db> missing, <db>.old = old DB
  *   2. <verified> -> <db>       crash here: <db> = new DB, <db>.old leftover
  *   3. remove <db>.old
  *
- * checkpoint_recover_swap(), which cell_fsm_open() runs before opening,
+ * checkpoint_recover_swap(), which rsm_open() runs before opening,
  * turns the first state back into the old DB and removes the leftover of the
  * second, so a crash at any point leaves a complete DB at <db>. If restore()
  * was interrupted with the old DB, libraft restores the same snapshot again
@@ -65,10 +72,9 @@
 #include <rocksdb/c.h>
 #include <sodium.h>
 
-#include "cell_internal.h"
 #include "geoscale/errors.h"
-#include "keys.h"
 #include "log.h"
+#include "rsm.h"
 
 #define META_MAGIC "geoscale-checkpoint"
 #define META_SUFFIX ".meta"
@@ -325,8 +331,9 @@ static int meta_write(const char *root, const struct checkpoint_info *info, bool
         unlink(tmp);
         return fail(errmsg, len, GS_EIO, "cannot write %s", tmp);
     }
-    fprintf(f, META_MAGIC " %d\ncell_id %" PRIu32 "\napplied_index %" PRIu64 "\nfiles %zu\n",
-            CHECKPOINT_FORMAT, info->cell_id, info->applied_index, info->n_files);
+    fprintf(f,
+            META_MAGIC " %d\nkind %s\nidentity %" PRIu64 "\napplied_index %" PRIu64 "\nfiles %zu\n",
+            CHECKPOINT_META_FORMAT, info->kind, info->identity, info->applied_index, info->n_files);
     for (size_t i = 0; i < info->n_files; i++) {
         const struct checkpoint_file *cf = &info->files[i];
         fprintf(f, "%s %" PRIu64 " ", cf->name, cf->size);
@@ -407,12 +414,30 @@ static bool meta_header(FILE *f, const char *key, uint64_t *v)
     return val[n] == '\n' && parse_u64(val, n, v);
 }
 
+/* Read the header line "kind <name>", a name of [a-z] that fits kind. */
+static bool meta_header_kind(FILE *f, char kind[CHECKPOINT_KIND_MAX])
+{
+    char line[META_LINE_MAX];
+    if (fgets(line, sizeof line, f) == NULL || strncmp(line, "kind ", 5) != 0) {
+        return false;
+    }
+    const char *val = line + 5;
+    size_t n = strspn(val, "abcdefghijklmnopqrstuvwxyz");
+    if (n == 0 || n >= CHECKPOINT_KIND_MAX || val[n] != '\n') {
+        return false;
+    }
+    memcpy(kind, val, n);
+    kind[n] = '\0';
+    return true;
+}
+
 /* Read <root>/<index>.meta (no hashing). 0, GS_ENOTFOUND, GS_ENOMEM or GS_EIO. */
 static int meta_read(const char *root, uint64_t index, struct checkpoint_info *out, char *errmsg,
                      size_t len)
 {
     char path[PATH_MAX], line[META_LINE_MAX];
-    uint64_t format = 0, cell_id = 0, applied = 0, n_files = 0;
+    uint64_t format = 0, identity = 0, applied = 0, n_files = 0;
+    char kind[CHECKPOINT_KIND_MAX] = "cell";
     int rv = GS_EIO;
 
     memset(out, 0, sizeof *out);
@@ -426,15 +451,22 @@ static int meta_read(const char *root, uint64_t index, struct checkpoint_info *o
         }
         return fail(errmsg, len, GS_EIO, "cannot read %s: %s", path, strerror(errno));
     }
-    if (!meta_header(f, META_MAGIC, &format) || format != CHECKPOINT_FORMAT ||
-        !meta_header(f, "cell_id", &cell_id) || cell_id > UINT32_MAX ||
-        !meta_header(f, "applied_index", &applied) || applied != index ||
+    bool header_ok = meta_header(f, META_MAGIC, &format);
+    if (header_ok && format == 1) {
+        header_ok = meta_header(f, "cell_id", &identity); /* kind stays "cell" */
+    } else if (header_ok && format == CHECKPOINT_META_FORMAT) {
+        header_ok = meta_header_kind(f, kind) && meta_header(f, "identity", &identity);
+    } else {
+        header_ok = false;
+    }
+    if (!header_ok || !meta_header(f, "applied_index", &applied) || applied != index ||
         !meta_header(f, "files", &n_files) || n_files > META_FILES_MAX) {
         rv = fail(errmsg, len, GS_EIO, "%s: bad header", path);
         goto err;
     }
     out->applied_index = applied;
-    out->cell_id = (uint32_t)cell_id;
+    memcpy(out->kind, kind, sizeof out->kind);
+    out->identity = identity;
     out->n_files = (size_t)n_files;
     out->hashed = true;
     out->files = calloc(n_files > 0 ? n_files : 1, sizeof *out->files);
@@ -654,8 +686,15 @@ out:
     return rv;
 }
 
-int cell_fsm_checkpoint_create(struct cell_fsm *fsm, const char *root, struct checkpoint_info *out,
-                               char *errmsg, size_t errmsg_len)
+/* The kind of r as the .meta file writes it: [a-z], fitting. */
+static bool kind_valid(const char *kind)
+{
+    size_t n = kind != NULL ? strspn(kind, "abcdefghijklmnopqrstuvwxyz") : 0;
+    return n > 0 && n < CHECKPOINT_KIND_MAX && kind[n] == '\0';
+}
+
+int checkpoint_create(struct rsm *r, const char *root, struct checkpoint_info *out, char *errmsg,
+                      size_t errmsg_len)
 {
     struct checkpoint_info info = {0};
     char dir[PATH_MAX], staging[PATH_MAX], meta[PATH_MAX];
@@ -666,10 +705,11 @@ int cell_fsm_checkpoint_create(struct cell_fsm *fsm, const char *root, struct ch
     if (out != NULL) {
         memset(out, 0, sizeof *out);
     }
-    if (fsm == NULL || fsm->db == NULL || root == NULL || root[0] == '\0') {
+    if (r == NULL || r->db == NULL || root == NULL || root[0] == '\0' || !kind_valid(r->kind)) {
         return fail(errmsg, errmsg_len, GS_EINVAL, "checkpoint: no database or no root");
     }
-    uint64_t index = fsm->applied_index;
+    assert(!r->in_entry);
+    uint64_t index = r->applied_index;
     if (!dir_path(dir, root, index) || !meta_path(meta, root, index) ||
         !path_fmt(staging, "%s" STAGING_SUFFIX, dir)) {
         return fail(errmsg, errmsg_len, GS_EINVAL, "checkpoint root: path too long");
@@ -679,7 +719,7 @@ int cell_fsm_checkpoint_create(struct cell_fsm *fsm, const char *root, struct ch
     }
 
     if (is_dir(dir) && meta_read(root, index, &info, NULL, 0) == 0 &&
-        info.cell_id == fsm->cell_id) {
+        strcmp(info.kind, r->kind) == 0 && info.identity == r->identity) {
         reused = true;
     } else {
         checkpoint_info_free(&info);
@@ -690,7 +730,7 @@ int cell_fsm_checkpoint_create(struct cell_fsm *fsm, const char *root, struct ch
         if (rm_tree(dir) != 0 || rm_tree(staging) != 0) {
             return fail(errmsg, errmsg_len, GS_EIO, "cannot remove old checkpoint %s", dir);
         }
-        rocksdb_checkpoint_t *cp = rocksdb_checkpoint_object_create(fsm->db, &err);
+        rocksdb_checkpoint_t *cp = rocksdb_checkpoint_object_create(r->db, &err);
         if (err == NULL) {
             /* UINT64_MAX: never flush the memtables, copy the live WAL. */
             rocksdb_checkpoint_create(cp, dir, UINT64_MAX, &err);
@@ -702,7 +742,8 @@ int cell_fsm_checkpoint_create(struct cell_fsm *fsm, const char *root, struct ch
             goto err;
         }
         info.applied_index = index;
-        info.cell_id = fsm->cell_id;
+        snprintf(info.kind, sizeof info.kind, "%s", r->kind);
+        info.identity = r->identity;
         rv = list_checkpoint_dir(dir, &info, errmsg, errmsg_len);
         if (rv != 0) {
             goto err;
@@ -713,8 +754,9 @@ int cell_fsm_checkpoint_create(struct cell_fsm *fsm, const char *root, struct ch
         }
     }
     root_retain(root, index);
-    log_info("checkpoint", "event=create cell=%" PRIu32 " index=%" PRIu64 " files=%zu reused=%d",
-             fsm->cell_id, index, info.n_files, reused);
+    log_info("checkpoint",
+             "event=create group=%s id=%" PRIu64 " index=%" PRIu64 " files=%zu reused=%d", r->kind,
+             r->identity, index, info.n_files, reused);
     if (out != NULL) {
         *out = info;
     } else {
@@ -723,8 +765,8 @@ int cell_fsm_checkpoint_create(struct cell_fsm *fsm, const char *root, struct ch
     return 0;
 err:
     unlink(meta);
-    log_error("checkpoint", "event=create_failed cell=%" PRIu32 " index=%" PRIu64 " code=%s",
-              fsm->cell_id, index, gs_error_name(rv));
+    log_error("checkpoint", "event=create_failed group=%s id=%" PRIu64 " index=%" PRIu64 " code=%s",
+              r->kind, r->identity, index, gs_error_name(rv));
     checkpoint_info_free(&info);
     rm_tree(dir);
     rm_tree(staging);
@@ -995,8 +1037,9 @@ int checkpoint_receive_begin(const char *incoming_dir, const struct checkpoint_i
     while (r->cursor < r->info.n_files && r->info.files[r->cursor].size == 0) {
         r->cursor++;
     }
-    log_info("checkpoint", "event=receive_begin cell=%" PRIu32 " index=%" PRIu64 " files=%zu",
-             info->cell_id, info->applied_index, info->n_files);
+    log_info("checkpoint",
+             "event=receive_begin group=%s id=%" PRIu64 " index=%" PRIu64 " files=%zu", info->kind,
+             info->identity, info->applied_index, info->n_files);
     *out = r;
     return 0;
 err:
@@ -1148,104 +1191,7 @@ void checkpoint_receive_free(struct checkpoint_receiver *r)
 
 /* ---------------------------------------------------------------- install */
 
-/* Read the identity of a cell DB: schema (supported), cell id (= cell_id)
- * and applied index. 0, GS_EINVAL (not this cell's DB) or GS_EIO. */
-static int db_identity(rocksdb_t *db, const rocksdb_readoptions_t *ro, uint32_t cell_id,
-                       uint64_t *applied, char *errmsg, size_t len)
-{
-    static const char *const names[] = {KEY_SYS_SCHEMA, KEY_SYS_CELL_ID, KEY_SYS_APPLIED_INDEX};
-    uint64_t v[3] = {0, 0, 0};
-    for (size_t i = 0; i < 3; i++) {
-        struct key k;
-        char *err = NULL;
-        size_t vlen = 0;
-        key_system(&k, names[i]);
-        char *val = rocksdb_get(db, ro, (const char *)k.b, k.len, &vlen, &err);
-        if (err != NULL) {
-            rocksdb_free(err);
-            return fail(errmsg, len, GS_EIO, "cannot read %s", names[i]);
-        }
-        if (val == NULL && i < 2) {
-            return fail(errmsg, len, GS_EINVAL, "not a cell database (no %s)", names[i]);
-        }
-        if (val != NULL) {
-            bool ok = vlen == 8;
-            if (ok) {
-                v[i] = key_get_u64((const uint8_t *)val);
-            }
-            rocksdb_free(val);
-            if (!ok) {
-                return fail(errmsg, len, GS_EIO, "corrupt %s", names[i]);
-            }
-        }
-    }
-    if (v[0] == 0 || v[0] > CELL_SCHEMA_VERSION) {
-        return fail(errmsg, len, GS_EINVAL,
-                    "database schema %" PRIu64 " is not supported (this build: %d)", v[0],
-                    CELL_SCHEMA_VERSION);
-    }
-    if (v[1] != cell_id) {
-        return fail(errmsg, len, GS_EINVAL,
-                    "database belongs to cell %" PRIu64 ", not cell %" PRIu32, v[1], cell_id);
-    }
-    *applied = v[2];
-    return 0;
-}
-
-/* Open the DB at fsm->db_path, which must exist, and load applied_index.
- * On failure fsm->db stays NULL. */
-static int fsm_attach(struct cell_fsm *fsm, char *errmsg, size_t len)
-{
-    char *err = NULL;
-    uint64_t applied = 0;
-    assert(fsm->db == NULL);
-    rocksdb_options_set_create_if_missing(fsm->options, 0);
-    rocksdb_t *db = rocksdb_open(fsm->options, fsm->db_path, &err);
-    rocksdb_options_set_create_if_missing(fsm->options, 1);
-    if (err != NULL) {
-        int rv = fail(errmsg, len, GS_EIO, "cannot open database: %s", err);
-        rocksdb_free(err);
-        return rv;
-    }
-    int rv = db_identity(db, fsm->readopts, fsm->cell_id, &applied, errmsg, len);
-    if (rv != 0) {
-        rocksdb_close(db);
-        return rv;
-    }
-    fsm->db = db;
-    fsm->applied_index = applied;
-    return 0;
-}
-
-/* Sync and close the DB; the fsm then has none until fsm_attach(). */
-static void fsm_detach(struct cell_fsm *fsm)
-{
-    if (cell_fsm_sync(fsm) != 0) {
-        log_error("cell", "event=close_sync_failed cell=%" PRIu32, fsm->cell_id);
-    }
-    rocksdb_close(fsm->db);
-    fsm->db = NULL;
-    fsm->applied_index = 0;
-}
-
-/* Check the DB in dir without opening it for writing. */
-static int install_precheck(struct cell_fsm *fsm, const char *dir, uint64_t *applied, char *errmsg,
-                            size_t len)
-{
-    char *err = NULL;
-    rocksdb_t *db = rocksdb_open_for_read_only(fsm->options, dir, 0, &err);
-    if (err != NULL) {
-        int rv = fail(errmsg, len, GS_EINVAL, "checkpoint does not open: %s", err);
-        rocksdb_free(err);
-        return rv;
-    }
-    int rv = db_identity(db, fsm->readopts, fsm->cell_id, applied, errmsg, len);
-    rocksdb_close(db);
-    return rv;
-}
-
-int cell_fsm_install(struct cell_fsm *fsm, const char *verified_dir, char *errmsg,
-                     size_t errmsg_len)
+int checkpoint_install(struct rsm *r, const char *verified_dir, char *errmsg, size_t errmsg_len)
 {
     char old[PATH_MAX], scratch[256], again[256];
     struct stat st_new, st_db;
@@ -1257,10 +1203,11 @@ int cell_fsm_install(struct cell_fsm *fsm, const char *verified_dir, char *errms
         errmsg_len = sizeof scratch;
     }
     errmsg[0] = '\0';
-    if (fsm == NULL || fsm->db == NULL || verified_dir == NULL) {
+    if (r == NULL || r->db == NULL || verified_dir == NULL) {
         return fail(errmsg, errmsg_len, GS_EINVAL, "install: no database or no directory");
     }
-    const char *db_path = fsm->db_path;
+    assert(!r->in_entry);
+    const char *db_path = r->db_path;
     if (!old_path(old, db_path)) {
         return fail(errmsg, errmsg_len, GS_EINVAL, "db_path too long");
     }
@@ -1275,24 +1222,24 @@ int cell_fsm_install(struct cell_fsm *fsm, const char *verified_dir, char *errms
     if (st_new.st_ino == st_db.st_ino) {
         return fail(errmsg, errmsg_len, GS_EINVAL, "install: checkpoint is the database");
     }
-    rv = install_precheck(fsm, verified_dir, &new_index, errmsg, errmsg_len);
-    if (rv == 0 && new_index < fsm->applied_index) {
+    rv = rsm_probe(r, verified_dir, &new_index, errmsg, errmsg_len);
+    if (rv == 0 && new_index < r->applied_index) {
         rv = fail(errmsg, errmsg_len, GS_EINVAL,
                   "checkpoint index %" PRIu64 " is behind the database (%" PRIu64 ")", new_index,
-                  fsm->applied_index);
+                  r->applied_index);
     }
     if (rv == 0 && rm_tree(old) != 0) {
         rv = fail(errmsg, errmsg_len, GS_EIO, "cannot remove leftover %s", old);
     }
     if (rv != 0) {
-        log_error("cell", "event=install_refused cell=%" PRIu32 " code=%s", fsm->cell_id,
+        log_error(r->kind, "event=install_refused %s=%" PRIu64 " code=%s", r->kind, r->identity,
                   gs_error_name(rv));
         return rv;
     }
-    uint64_t prev_index = fsm->applied_index;
+    uint64_t prev_index = r->applied_index;
 
     /* From here the DB is closed; every failure puts the old one back. */
-    fsm_detach(fsm);
+    rsm_detach(r);
     if (rename(db_path, old) != 0) {
         rv =
             fail(errmsg, errmsg_len, GS_EIO, "cannot move the database aside: %s", strerror(errno));
@@ -1308,17 +1255,17 @@ int cell_fsm_install(struct cell_fsm *fsm, const char *verified_dir, char *errms
         rv = fail(errmsg, errmsg_len, GS_EIO, "cannot sync the database's directory");
         goto unmove_new;
     }
-    rv = fsm_attach(fsm, errmsg, errmsg_len);
+    rv = rsm_attach(r, errmsg, errmsg_len);
     if (rv != 0) {
         goto unmove_new;
     }
-    assert(fsm->applied_index == new_index);
+    assert(r->applied_index == new_index);
     if (rm_tree(old) != 0) {
-        log_warn("cell", "event=remove_failed entry=db.old"); /* removed at the next open */
+        log_warn(r->kind, "event=remove_failed entry=db.old"); /* removed at the next open */
     }
     fsync_parent(db_path);
-    log_info("cell", "event=install cell=%" PRIu32 " from_index=%" PRIu64 " index=%" PRIu64,
-             fsm->cell_id, prev_index, fsm->applied_index);
+    log_info(r->kind, "event=install %s=%" PRIu64 " from_index=%" PRIu64 " index=%" PRIu64, r->kind,
+             r->identity, prev_index, r->applied_index);
     return 0;
 
 unmove_new:
@@ -1328,19 +1275,32 @@ unmove_new:
     }
 restore_old:
     if (rename(old, db_path) != 0) {
-        log_error("cell", "event=install_rollback_failed cell=%" PRIu32, fsm->cell_id);
+        log_error(r->kind, "event=install_rollback_failed %s=%" PRIu64, r->kind, r->identity);
         return GS_EIO; /* <db> missing, <db>.old intact: recovered at the next open */
     }
     fsync_parent(db_path);
 reopen_old:
-    if (fsm_attach(fsm, again, sizeof again) != 0) {
-        log_error("cell", "event=install_reopen_failed cell=%" PRIu32 " err=\"%s\"", fsm->cell_id,
-                  again);
+    if (rsm_attach(r, again, sizeof again) != 0) {
+        log_error(r->kind, "event=install_reopen_failed %s=%" PRIu64 " err=\"%s\"", r->kind,
+                  r->identity, again);
         return GS_EIO;
     }
-    log_error("cell", "event=install_failed cell=%" PRIu32 " code=%s", fsm->cell_id,
+    log_error(r->kind, "event=install_failed %s=%" PRIu64 " code=%s", r->kind, r->identity,
               gs_error_name(rv));
     return rv;
+}
+
+int cell_fsm_checkpoint_create(struct cell_fsm *fsm, const char *root, struct checkpoint_info *out,
+                               char *errmsg, size_t errmsg_len)
+{
+    return checkpoint_create(fsm != NULL ? cell_fsm_rsm(fsm) : NULL, root, out, errmsg, errmsg_len);
+}
+
+int cell_fsm_install(struct cell_fsm *fsm, const char *verified_dir, char *errmsg,
+                     size_t errmsg_len)
+{
+    return checkpoint_install(fsm != NULL ? cell_fsm_rsm(fsm) : NULL, verified_dir, errmsg,
+                              errmsg_len);
 }
 
 int checkpoint_recover_swap(const char *db_path, char *errmsg, size_t errmsg_len)
@@ -1357,14 +1317,14 @@ int checkpoint_recover_swap(const char *db_path, char *errmsg, size_t errmsg_len
         if (rm_tree(old) != 0) {
             return fail(errmsg, errmsg_len, GS_EIO, "cannot remove %s", old);
         }
-        log_info("cell", "event=swap_recovered kept=new");
+        log_info("checkpoint", "event=swap_recovered kept=new");
     } else {
         /* Crashed between the two renames: the old DB is complete. */
         if (rename(old, db_path) != 0) {
             return fail(errmsg, errmsg_len, GS_EIO, "cannot rename %s back: %s", old,
                         strerror(errno));
         }
-        log_warn("cell", "event=swap_recovered kept=old");
+        log_warn("checkpoint", "event=swap_recovered kept=old");
     }
     if (fsync_parent(db_path) != 0) {
         return fail(errmsg, errmsg_len, GS_EIO, "cannot sync the database's directory");

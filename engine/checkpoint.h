@@ -1,23 +1,31 @@
 /*
- * Checkpoints of a cell database, and their transfer to another replica.
+ * Checkpoints of a replicated state machine's database (any group kind:
+ * cell, directory, metadata; engine/rsm.h), and their transfer to another
+ * replica of the same group.
  *
- * A cell's Raft snapshot is a small manifest, never the data (shared design,
- * "Durability of the state machine"). The data travels as a RocksDB
- * checkpoint:
+ * A group's Raft snapshot is a small manifest, never the data (shared
+ * design, "Durability of the state machine"). The data travels as a RocksDB
+ * checkpoint, made and installed through the state machine's base (struct
+ * rsm), whatever its records are:
  *
  *   serving side                          receiving side
  *   ------------                          --------------
- *   cell_fsm_checkpoint_create()          (restore() got a newer manifest)
+ *   checkpoint_create(rsm)                (restore() got a newer manifest)
  *     on the loop thread, at snapshot
  *   checkpoint_latest() / _load()   --->  checkpoint_receive_begin(info)
  *     file list, sizes, BLAKE2b-256
  *   checkpoint_read_chunk()         --->  checkpoint_receive_write() per chunk
  *                                         checkpoint_receive_verify()
- *                                         cell_fsm_install(fsm,
+ *                                         checkpoint_install(rsm,
  *                                           checkpoint_receive_verified_dir())
  *                                         checkpoint_receive_free()
  *
- * Layout of a checkpoint root (one per cell, e.g. <data>/checkpoints):
+ * A state machine hands its base out (cell_fsm_rsm(), directory_fsm_rsm(),
+ * metadata_fsm_rsm()); the install closes and reopens the database through
+ * rsm_detach()/rsm_attach(), which re-check its schema and identity.
+ *
+ * Layout of a checkpoint root (one per group replica, e.g.
+ * <data>/directory/checkpoints):
  *
  *   <root>/<index>/        a RocksDB checkpoint of the DB at applied_index
  *                          <index>: SST files hard-linked, the live WAL and
@@ -29,15 +37,15 @@
  * At most CHECKPOINT_KEEP complete checkpoints are kept: each pins the SST
  * files it links, so old ones cost disk space as the DB compacts.
  *
- * Hashing. Creation runs on the cell's loop thread and must stay cheap, so it
+ * Hashing. Creation runs on the group's loop thread and must stay cheap, so it
  * records names and sizes only. Hashes are computed on the serving side, by
  * checkpoint_load()/checkpoint_latest(), and cached in the .meta file. A
  * checkpoint's SST files are hard links of immutable files: when the previous
  * checkpoint links the same inode, its hash is reused, so a new checkpoint
  * costs hashing its new SSTs, its WAL and its MANIFEST only.
  *
- * Threads. cell_fsm_checkpoint_create() and cell_fsm_install() run on the
- * thread that owns the fsm. checkpoint_latest(), checkpoint_load() and
+ * Threads. checkpoint_create() and checkpoint_install() run on the thread
+ * that owns the state machine. checkpoint_latest(), checkpoint_load() and
  * checkpoint_read_chunk() may run on any thread, concurrently with creation
  * in the same root: a checkpoint being served can be deleted by the creation
  * of two newer ones, and then they return GS_ENOTFOUND; the puller starts
@@ -51,10 +59,13 @@
 #include <stdint.h>
 
 #include "cell_fsm.h"
+#include "rsm.h"
 
-#define CHECKPOINT_FORMAT 1     /* of the .meta file; part of the wire info too */
-#define CHECKPOINT_NAME_MAX 128 /* a file name, including its NUL */
-#define CHECKPOINT_HASH_LEN 32  /* BLAKE2b-256 */
+#define CHECKPOINT_FORMAT 1      /* of the file list on the wire (CheckpointInfoResponse) */
+#define CHECKPOINT_META_FORMAT 2 /* of the .meta file; 1 (cells only) is still read */
+#define CHECKPOINT_KIND_MAX 16   /* "cell", "directory", "metadata", NUL included */
+#define CHECKPOINT_NAME_MAX 128  /* a file name, including its NUL */
+#define CHECKPOINT_HASH_LEN 32   /* BLAKE2b-256 */
 #define CHECKPOINT_KEEP 2
 
 struct checkpoint_file {
@@ -64,9 +75,10 @@ struct checkpoint_file {
 };
 
 struct checkpoint_info {
-    uint64_t applied_index; /* also the checkpoint's name under its root */
-    uint32_t cell_id;
-    bool hashed; /* every files[i].hash is set */
+    uint64_t applied_index;         /* also the checkpoint's name under its root */
+    char kind[CHECKPOINT_KIND_MAX]; /* the rsm's kind: "cell", "directory", "metadata" */
+    uint64_t identity;              /* the rsm's identity: cell id, or shard id */
+    bool hashed;                    /* every files[i].hash is set */
     size_t n_files;
     struct checkpoint_file *files; /* sorted by name; freed by checkpoint_info_free */
 };
@@ -83,7 +95,7 @@ bool checkpoint_name_valid(const char *name);
 /* ---------------------------------------------------------------- serving side */
 
 /*
- * Make a checkpoint of the cell DB at its current applied index in
+ * Make a checkpoint of the state machine's DB at its current applied index in
  * <root>/<applied_index> (root is created if missing; its parent must exist).
  * The memtables are not flushed: the live WAL is copied instead, so the cost
  * is hard links plus a copy of the WAL tail, never a write of the memtable.
@@ -95,8 +107,12 @@ bool checkpoint_name_valid(const char *name);
  * On success fills *out (names and sizes; hashes only if a reused checkpoint
  * had them cached: out->hashed says). The caller frees it with
  * checkpoint_info_free(); out may be NULL. Returns 0, GS_EINVAL, GS_ENOMEM or
- * GS_EIO with one line in errmsg.
+ * GS_EIO with one line in errmsg. Not inside an entry.
  */
+int checkpoint_create(struct rsm *r, const char *root, struct checkpoint_info *out, char *errmsg,
+                      size_t errmsg_len);
+
+/* checkpoint_create() of a cell's base. */
 int cell_fsm_checkpoint_create(struct cell_fsm *fsm, const char *root, struct checkpoint_info *out,
                                char *errmsg, size_t errmsg_len);
 
@@ -134,7 +150,7 @@ struct checkpoint_receiver;
  * Start receiving the checkpoint described by `info` (which must be hashed,
  * with valid, distinct names) into incoming_dir. Whatever is at incoming_dir
  * is removed first (a previous, interrupted transfer); its parent must exist
- * and should be the directory of the cell's DB, since cell_fsm_install()
+ * and should be the directory of the group's DB, since checkpoint_install()
  * renames it into place. Every file is created empty. The receiver keeps a
  * copy of info. On success *out is the receiver, freed with
  * checkpoint_receive_free(). Returns 0, GS_EINVAL, GS_ENOMEM or GS_EIO.
@@ -168,7 +184,7 @@ int checkpoint_receive_write(struct checkpoint_receiver *r, const char *name, ui
  */
 int checkpoint_receive_verify(struct checkpoint_receiver *r, char *errmsg, size_t errmsg_len);
 
-/* The directory to pass to cell_fsm_install() (owned by the receiver), or
+/* The directory to pass to checkpoint_install() (owned by the receiver), or
  * NULL unless the last checkpoint_receive_verify() succeeded and nothing was
  * written since. */
 const char *checkpoint_receive_verified_dir(const struct checkpoint_receiver *r);
@@ -178,23 +194,28 @@ const char *checkpoint_receive_verified_dir(const struct checkpoint_receiver *r)
 void checkpoint_receive_free(struct checkpoint_receiver *r);
 
 /*
- * Replace the fsm's DB with the verified checkpoint in verified_dir (same
- * file system as the DB). First, without touching the open DB, the new one is
- * opened read-only and must have a supported schema, the fsm's cell id and an
- * applied index not below the fsm's: else GS_EINVAL and nothing changed.
- * Then the DB is closed, <db> renamed to <db>.old, verified_dir renamed to
- * <db>, the DB reopened and <db>.old removed. After success
- * cell_fsm_applied_index() is the checkpoint's index and verified_dir no
- * longer exists.
+ * Replace the state machine's DB with the verified checkpoint in verified_dir
+ * (same file system as the DB). First, without touching the open DB, the new
+ * one is checked through a read-only open (rsm_probe()): it must have a
+ * supported schema, the rsm's identity (same kind of group, same cell or
+ * shard) and an applied index not below the rsm's: else GS_EINVAL and
+ * nothing changed. Then the DB is closed (rsm_detach()), <db> renamed to
+ * <db>.old, verified_dir renamed to <db>, the DB reopened (rsm_attach()) and
+ * <db>.old removed. After success rsm_applied_index() is the checkpoint's
+ * index and verified_dir no longer exists.
  *
- * On failure the old DB is put back and reopened, and the fsm stays usable;
- * only if that too fails (the disk is failing) the fsm has no DB and may only
- * be closed: then GS_EIO and cell_fsm_applied_index() returns 0.
+ * On failure the old DB is put back and reopened, and the rsm stays usable;
+ * only if that too fails (the disk is failing) the rsm has no DB and may only
+ * be closed: then GS_EIO and rsm_applied_index() returns 0. Not inside an
+ * entry.
  *
  * Crash safety: at every instant either <db> is a complete DB (old or new),
  * or <db> is missing and <db>.old is the old DB; checkpoint_recover_swap(),
- * which cell_fsm_open() runs first, then renames it back.
+ * which rsm_open() runs first, then renames it back.
  */
+int checkpoint_install(struct rsm *r, const char *verified_dir, char *errmsg, size_t errmsg_len);
+
+/* checkpoint_install() into a cell's base. */
 int cell_fsm_install(struct cell_fsm *fsm, const char *verified_dir, char *errmsg,
                      size_t errmsg_len);
 

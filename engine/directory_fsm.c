@@ -304,3 +304,8 @@ int directory_validate_request(uint32_t kind, const uint8_t *body, size_t len, c
     protobuf_c_message_free_unpacked(req, NULL);
     return rv;
 }
+
+struct rsm *directory_fsm_rsm(struct directory_fsm *fsm)
+{
+    return &fsm->rsm;
+}

@@ -104,6 +104,13 @@ int directory_fsm_read(struct directory_fsm *fsm, uint32_t kind, const uint8_t *
 int directory_validate_request(uint32_t kind, const uint8_t *body, size_t len, char *errmsg,
                                size_t errmsg_len);
 
+struct rsm;
+
+/* The fsm's replicated-state-machine base (engine/rsm.h), for what works on
+ * any group's state machine: checkpoints (engine/checkpoint.h). The fsm
+ * keeps ownership; valid until directory_fsm_close(). */
+struct rsm *directory_fsm_rsm(struct directory_fsm *fsm);
+
 /* Make everything applied so far durable (rocksdb_flush_wal with sync). */
 int directory_fsm_sync(struct directory_fsm *fsm);
 

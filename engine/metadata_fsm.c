@@ -557,3 +557,8 @@ int metadata_validate_request(uint32_t method, const uint8_t *body, size_t len, 
     protobuf_c_message_free_unpacked(req, NULL);
     return rv;
 }
+
+struct rsm *metadata_fsm_rsm(struct metadata_fsm *fsm)
+{
+    return &fsm->rsm;
+}

@@ -43,8 +43,8 @@
  * default) everything is the single shard's.
  *
  * Threading, durability and determinism: as the cell FSM (cell_fsm.h); both
- * are built on the same base (rsm.h). Checkpoint install (engine/checkpoint.h)
- * is cell-specific for now, so a metadata replica catches up from the log.
+ * are built on the same base (rsm.h), through which engine/checkpoint.h makes
+ * and installs its checkpoints (metadata_fsm_rsm()).
  */
 #ifndef GS_ENGINE_METADATA_FSM_H
 #define GS_ENGINE_METADATA_FSM_H
@@ -119,6 +119,13 @@ int metadata_validate_request(uint32_t method, const uint8_t *body, size_t len, 
 /* The highest seq applied from origin cell `origin_cell` (0 if none) as of
  * the last committed entry. 0 or GS_EIO. */
 int metadata_fsm_origin_seq(struct metadata_fsm *fsm, uint32_t origin_cell, uint64_t *seq);
+
+struct rsm;
+
+/* The fsm's replicated-state-machine base (engine/rsm.h), for what works on
+ * any group's state machine: checkpoints (engine/checkpoint.h). The fsm
+ * keeps ownership; valid until metadata_fsm_close(). */
+struct rsm *metadata_fsm_rsm(struct metadata_fsm *fsm);
 
 /* Make everything applied so far durable (rocksdb_flush_wal with sync). */
 int metadata_fsm_sync(struct metadata_fsm *fsm);

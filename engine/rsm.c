@@ -751,3 +751,92 @@ int rsm_attach(struct rsm *r, char *errmsg, size_t errmsg_len)
     }
     return rv;
 }
+
+/* Read a u64 'S' key of a DB opened outside an rsm: 0, GS_ENOTFOUND or
+ * GS_EIO. */
+static int probe_u64(rocksdb_t *db, const rocksdb_readoptions_t *ro, const char *name,
+                     uint64_t *out)
+{
+    struct key k;
+    char *err = NULL;
+    size_t len = 0;
+    key_system(&k, name);
+    char *v = rocksdb_get(db, ro, (const char *)k.b, k.len, &len, &err);
+    if (err != NULL) {
+        rocksdb_free(err);
+        return GS_EIO;
+    }
+    if (v == NULL) {
+        return GS_ENOTFOUND;
+    }
+    int rv = len == 8 ? 0 : GS_EIO;
+    if (rv == 0) {
+        *out = key_get_u64((const uint8_t *)v);
+    }
+    rocksdb_free(v);
+    return rv;
+}
+
+int rsm_probe(const struct rsm *r, const char *dir, uint64_t *applied, char *errmsg,
+              size_t errmsg_len)
+{
+    char *err = NULL;
+    char scratch[1];
+    uint64_t schema = 0, identity = 0, index = 0;
+    int rv;
+
+    if (errmsg == NULL || errmsg_len == 0) {
+        errmsg = scratch;
+        errmsg_len = sizeof scratch;
+    }
+    errmsg[0] = '\0';
+    if (r->options == NULL || dir == NULL) {
+        snprintf(errmsg, errmsg_len, "probe: no options or no directory");
+        return GS_EINVAL;
+    }
+    rocksdb_t *db = rocksdb_open_for_read_only(r->options, dir, 0, &err);
+    if (err != NULL) {
+        snprintf(errmsg, errmsg_len, "database does not open: %s", err);
+        rocksdb_free(err);
+        return GS_EINVAL;
+    }
+    rv = probe_u64(db, r->readopts, KEY_SYS_SCHEMA, &schema);
+    if (rv != 0) {
+        snprintf(errmsg, errmsg_len, "%s",
+                 rv == GS_EIO ? "cannot read schema version"
+                              : "not a database of ours (no schema)");
+        rv = rv == GS_EIO ? GS_EIO : GS_EINVAL;
+        goto out;
+    }
+    if (schema == 0 || schema > r->schema_version) {
+        snprintf(errmsg, errmsg_len,
+                 "database schema %" PRIu64 " is not supported (this build: %" PRIu64 ")", schema,
+                 r->schema_version);
+        rv = GS_EINVAL;
+        goto out;
+    }
+    rv = probe_u64(db, r->readopts, r->identity_key, &identity);
+    if (rv != 0) {
+        snprintf(errmsg, errmsg_len, "not a %s database (no %s)", r->kind, r->identity_key);
+        rv = rv == GS_EIO ? GS_EIO : GS_EINVAL;
+        goto out;
+    }
+    if (identity != r->identity) {
+        snprintf(errmsg, errmsg_len, "database belongs to %s %" PRIu64 ", not %s %" PRIu64, r->kind,
+                 identity, r->kind, r->identity);
+        rv = GS_EINVAL;
+        goto out;
+    }
+    rv = probe_u64(db, r->readopts, KEY_SYS_APPLIED_INDEX, &index);
+    if (rv == GS_ENOTFOUND) {
+        index = 0;
+        rv = 0;
+    } else if (rv != 0) {
+        snprintf(errmsg, errmsg_len, "cannot read applied index");
+        goto out;
+    }
+    *applied = index;
+out:
+    rocksdb_close(db);
+    return rv;
+}

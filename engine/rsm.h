@@ -22,9 +22,12 @@
  *   - digest: BLAKE2b-256 over every replicated key and value (everything but
  *     'S' applied_index, which is node-local bookkeeping);
  *   - sync: rocksdb_flush_wal(db, 1), before libraft may truncate its log;
- *   - checkpoint hooks: rsm_detach()/rsm_attach() close and reopen the DB in
- *     place (after engine/checkpoint.c swapped its directory), re-checking
- *     the identity and reloading applied_index.
+ *   - checkpoint hooks: rsm_probe() checks a DB directory (a received
+ *     checkpoint) read-only against this rsm's schema and identity;
+ *     rsm_detach()/rsm_attach() close and reopen the DB in place (after
+ *     engine/checkpoint.c swapped its directory), re-checking the identity
+ *     and reloading applied_index. Checkpoints of any rsm are made and
+ *     installed by engine/checkpoint.h.
  *
  * Keys 'S', 'R' and 'r' belong to the base (layout in keys.h); a state
  * machine built on it uses other prefix bytes for its records.
@@ -53,28 +56,21 @@ struct rsm_options {
     uint64_t identity;        /* written at creation, checked on open */
 };
 
-/*
- * The fields of a struct rsm. A macro only because struct cell_fsm also shows
- * them under their own names (see cell_internal.h) to engine/checkpoint.c,
- * which predates the base; nothing else should use it.
- */
-#define RSM_FIELDS                                                                                 \
-    rocksdb_t *db; /* NULL only between detach and attach */                                       \
-    rocksdb_options_t *options;                                                                    \
-    rocksdb_readoptions_t *readopts;                                                               \
-    rocksdb_writeoptions_t *writeopts; /* sync = 0 */                                              \
-    rocksdb_writebatch_wi_t *wb;       /* the current entry's batch, reused */                     \
-    char *db_path;                     /* owned */                                                 \
-    uint64_t applied_index;            /* cache of 'S' applied_index */                            \
-    bool in_entry;                     /* between begin_entry and commit/abort */                  \
-    const char *kind;                  /* static string of the options */                          \
-    const char *identity_key;                                                                      \
-    uint64_t identity;                                                                             \
-    uint64_t schema_version;
-
-/* Embedded by value in the state machine that uses it. */
+/* Embedded by value in the state machine that uses it. The fields are the
+ * base's own (rsm.c, and engine/checkpoint.c for the DB handle and path). */
 struct rsm {
-    RSM_FIELDS
+    rocksdb_t *db; /* NULL only between detach and attach */
+    rocksdb_options_t *options;
+    rocksdb_readoptions_t *readopts;
+    rocksdb_writeoptions_t *writeopts; /* sync = 0 */
+    rocksdb_writebatch_wi_t *wb;       /* the current entry's batch, reused */
+    char *db_path;                     /* owned */
+    uint64_t applied_index;            /* cache of 'S' applied_index */
+    bool in_entry;                     /* between begin_entry and commit/abort */
+    const char *kind;                  /* static string of the options */
+    const char *identity_key;
+    uint64_t identity;
+    uint64_t schema_version;
 };
 
 /* ---------------------------------------------------------------- lifecycle */
@@ -246,5 +242,17 @@ void rsm_detach(struct rsm *r);
  * schema and identity and load applied_index. On failure the rsm still has
  * no DB. Returns 0, GS_EINVAL or GS_EIO with one line in errmsg. */
 int rsm_attach(struct rsm *r, char *errmsg, size_t errmsg_len);
+
+/*
+ * Open the DB in `dir` read-only (it is not created, nothing is written) and
+ * check that it is one this rsm could attach: a schema in
+ * 1..r->schema_version and the identity key of r with r's identity (so a
+ * directory DB is never taken for a metadata one, nor one cell's for
+ * another's). *applied receives its applied index (0 if none). The rsm
+ * itself is not touched. Returns 0, GS_EINVAL (does not open, or not this
+ * group's DB, or an unsupported schema) or GS_EIO, with one line in errmsg.
+ */
+int rsm_probe(const struct rsm *r, const char *dir, uint64_t *applied, char *errmsg,
+              size_t errmsg_len);
 
 #endif /* GS_ENGINE_RSM_H */

@@ -75,6 +75,9 @@ struct node_config {
     struct config_limits limits;
     bool compression; /* RocksDB compression; default true */
     int log_level;    /* enum log_level, or -1 if not given */
+    bool unsafe_local_reads; /* not in the file: set by geoscaled
+                                --unsafe-local-reads (testing only; see
+                                group_config.unsafe_local_reads) */
 };
 
 /* Set every optional field to its default and every required one to zero. */

@@ -253,6 +253,7 @@ static int node_start_group(struct gs_node *node, const struct node_group_spec *
         .heartbeat_timeout_ms = cfg->raft.heartbeat_timeout_ms,
         .snapshot_threshold = cfg->raft.snapshot_threshold,
         .snapshot_trailing = cfg->raft.snapshot_trailing,
+        .unsafe_local_reads = cfg->unsafe_local_reads,
     };
     rv = group_start(&gcfg, &ng->group, errmsg, sizeof errmsg);
     if (rv != 0) {
@@ -421,8 +422,9 @@ static int node_config_from_cluster(const struct cluster_config *cc, uint64_t no
         }
         spec->n_peers = gv->n_members;
         if (gv->kind == CLUSTER_GROUP_CELL) {
-            /* The cell's fields of the node config: what the server and the
-             * checkpoint transfer use. */
+            /* The cell's fields of the node config: what the server uses.
+             * (The checkpoint transfer finds every hosted group, the cell
+             * included, in the cluster file: net/transfer.c.) */
             cfg->cell_id = gv->group_id;
             snprintf(cfg->raft_address, sizeof cfg->raft_address, "%s", gv->raft_address);
             snprintf(cfg->data_dir, sizeof cfg->data_dir, "%s", gv->data_dir);

@@ -175,7 +175,8 @@ void server_deadline_remove(struct server *srv, struct server_request *req);
 
 /* ---- transfer.c */
 
-/* Serve CheckpointInfo / CheckpointChunk (state RECEIVED) off the loop. */
+/* Serve CheckpointInfo / CheckpointChunk (state RECEIVED) of any group the
+ * node hosts, to that group's members only, off the loop. */
 void server_transfer(struct server *srv, struct server_request *req);
 
 /* A session handle finished closing. */

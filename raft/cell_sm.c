@@ -1,8 +1,6 @@
 /* The cell state machine behind the group interface (see group_sm.h). */
 #include "group_sm.h"
 
-#include "../engine/checkpoint.h"
-
 static uint64_t cell_sm_applied_index(void *sm)
 {
     return cell_fsm_applied_index(sm);
@@ -30,14 +28,9 @@ static int cell_sm_sync(void *sm)
     return cell_fsm_sync(sm);
 }
 
-static int cell_sm_checkpoint_create(void *sm, const char *root, char *errmsg, size_t errmsg_len)
+static struct rsm *cell_sm_rsm(void *sm)
 {
-    return cell_fsm_checkpoint_create(sm, root, NULL, errmsg, errmsg_len);
-}
-
-static int cell_sm_install(void *sm, const char *dir, char *errmsg, size_t errmsg_len)
-{
-    return cell_fsm_install(sm, dir, errmsg, errmsg_len);
+    return cell_fsm_rsm(sm);
 }
 
 const struct group_sm_ops cell_sm_ops = {
@@ -47,6 +40,6 @@ const struct group_sm_ops cell_sm_ops = {
     .read = cell_sm_read,
     .digest = cell_sm_digest,
     .sync = cell_sm_sync,
-    .checkpoint_create = cell_sm_checkpoint_create,
-    .install = cell_sm_install,
+    .rsm = cell_sm_rsm,
+    .checkpoint_group = GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__CELL,
 };

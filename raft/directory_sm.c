@@ -35,6 +35,11 @@ static int directory_sm_sync(void *sm)
     return directory_fsm_sync(sm);
 }
 
+static struct rsm *directory_sm_rsm(void *sm)
+{
+    return directory_fsm_rsm(sm);
+}
+
 const struct group_sm_ops directory_sm_ops = {
     .kind = "directory",
     .applied_index = directory_sm_applied_index,
@@ -42,4 +47,6 @@ const struct group_sm_ops directory_sm_ops = {
     .read = directory_sm_read,
     .digest = directory_sm_digest,
     .sync = directory_sm_sync,
+    .rsm = directory_sm_rsm,
+    .checkpoint_group = GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__DIRECTORY,
 };

@@ -24,6 +24,7 @@
 #ifndef GS_RAFT_GROUP_H
 #define GS_RAFT_GROUP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -68,6 +69,14 @@ struct group_config {
     unsigned max_batch_commands;      /* 0 = 512 per entry */
     unsigned max_batch_bytes;         /* 0 = 1 MiB per entry */
     unsigned max_inflight_entries;    /* 0 = 32 entries proposed, unapplied */
+    bool unsafe_local_reads;          /* TESTING ONLY: serve linearizable
+                                         READ methods from this replica's
+                                         local state, without a barrier and
+                                         on followers too. Breaks
+                                         linearizability; exists so that the
+                                         chaos checker can be shown to catch
+                                         stale reads (geoscaled
+                                         --unsafe-local-reads) */
 };
 
 enum group_request_state {

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "../engine/cell_fsm.h" /* struct cell_result */
+#include "geoscale.pb-c.h"
 
 struct group_sm_ops {
     const char *kind; /* "cell", "directory", "metadata" (logs, status) */
@@ -37,14 +38,18 @@ struct group_sm_ops {
     /* Make everything applied durable (before libraft truncates its log). */
     int (*sync)(void *sm);
 
-    /* Optional (NULL: the group keeps no checkpoints, and a replica sent a
-     * snapshot newer than its state cannot catch up): keep a checkpoint of
-     * the applied state under root, for peers to pull. */
-    int (*checkpoint_create)(void *sm, const char *root, char *errmsg, size_t errmsg_len);
+    /* The state machine's base (engine/rsm.h): the group keeps RocksDB
+     * checkpoints of it for peers to pull (engine/checkpoint.h,
+     * checkpoint_create() at every snapshot) and installs a peer's into it
+     * (checkpoint_install()) when restore() gets a manifest newer than its
+     * state. The same for every kind of group. NULL (test tables only): no
+     * checkpoints, and a replica sent a snapshot newer than its state cannot
+     * catch up. */
+    struct rsm *(*rsm)(void *sm);
 
-    /* Optional, with checkpoint_create: replace the state with the verified
-     * checkpoint in dir (see cell_fsm_install()). */
-    int (*install)(void *sm, const char *dir, char *errmsg, size_t errmsg_len);
+    /* How the checkpoint transfer requests name this kind of group
+     * (CheckpointInfoRequest.group, geoscale.proto). */
+    Geoscale__CheckpointInfoRequest__Group checkpoint_group;
 };
 
 /* The table for a cell (engine/cell_fsm.h); sm is a struct cell_fsm *. */

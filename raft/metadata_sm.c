@@ -30,6 +30,11 @@ static int metadata_sm_sync(void *sm)
     return metadata_fsm_sync(sm);
 }
 
+static struct rsm *metadata_sm_rsm(void *sm)
+{
+    return metadata_fsm_rsm(sm);
+}
+
 const struct group_sm_ops metadata_sm_ops = {
     .kind = "metadata",
     .applied_index = metadata_sm_applied_index,
@@ -37,6 +42,6 @@ const struct group_sm_ops metadata_sm_ops = {
     .read = metadata_sm_read,
     .digest = metadata_sm_digest,
     .sync = metadata_sm_sync,
-    .checkpoint_create = NULL, /* cell-only for now: see metadata_sm.h */
-    .install = NULL,
+    .rsm = metadata_sm_rsm,
+    .checkpoint_group = GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__METADATA,
 };

@@ -2,11 +2,14 @@
  * Pull a peer's checkpoint and install it (see snapshot_pull.h).
  *
  * One attempt, against one peer:
- *   CheckpointInfo {cell_id, min_index} -> the peer's newest complete
- *     checkpoint (file names, sizes, BLAKE2b-256), NOT_FOUND if it has none
- *     that new;
+ *   CheckpointInfo {group, cell_id, node_id, min_index} -> the peer's newest
+ *     complete checkpoint of this group (file names, sizes, BLAKE2b-256),
+ *     NOT_FOUND if it has none that new;
  *   CheckpointChunk for each missing piece, in order, into incoming_dir;
- *   verify every file's size and hash, then install it (ops->install).
+ *   verify every file's size and hash, then install it into the state
+ *   machine's base (checkpoint_install() on ops->rsm(sm)).
+ * Every request names the group (kind and cell id) and this node: the peer
+ * serves a group's checkpoint to the group's own members only.
  * A checkpoint newer than the manifest is as good: entries the database
  * already holds are skipped when raft replays them. If the peer deletes the
  * checkpoint meanwhile (two newer ones were made), the attempt fails with
@@ -42,7 +45,7 @@ static int info_from_wire(const Geoscale__CheckpointInfoResponse *w, struct chec
         return GS_ENOMEM;
     }
     out->applied_index = w->applied_index;
-    out->cell_id = w->cell_id;
+    out->identity = w->cell_id;
     out->hashed = true;
     out->n_files = w->n_files;
     for (size_t i = 0; i < w->n_files; i++) {
@@ -65,6 +68,8 @@ static int pull_info(gs_sync *client, const struct snapshot_pull *p, struct chec
     Geoscale__CheckpointInfoRequest req = GEOSCALE__CHECKPOINT_INFO_REQUEST__INIT;
     req.cell_id = p->group_id;
     req.min_index = p->min_index;
+    req.group = p->ops->checkpoint_group;
+    req.node_id = p->self_id;
     ProtobufCMessage *resp = NULL;
     int rv = gs_sync_call(client, GEOSCALE__METHOD__METHOD_CHECKPOINT_INFO, &req.base, &resp, NULL);
     if (rv != 0) {
@@ -73,11 +78,15 @@ static int pull_info(gs_sync *client, const struct snapshot_pull *p, struct chec
     }
     Geoscale__CheckpointInfoResponse *w = (Geoscale__CheckpointInfoResponse *)resp;
     if (w->cell_id != p->group_id || w->applied_index < p->min_index) {
-        snprintf(errmsg, errmsg_len, "peer offered cell %u index %" PRIu64 ", need cell %u >= %" PRIu64,
-                 w->cell_id, (uint64_t)w->applied_index, p->group_id, p->min_index);
+        snprintf(errmsg, errmsg_len, "peer offered %s %u index %" PRIu64 ", need %s %u >= %" PRIu64,
+                 p->ops->kind, w->cell_id, (uint64_t)w->applied_index, p->ops->kind, p->group_id,
+                 p->min_index);
         rv = GS_EPROTO;
     } else {
         rv = info_from_wire(w, info, errmsg, errmsg_len);
+        if (rv == 0) {
+            snprintf(info->kind, sizeof info->kind, "%s", p->ops->kind);
+        }
     }
     protobuf_c_message_free_unpacked(resp, NULL);
     return rv;
@@ -93,6 +102,8 @@ static int pull_files(gs_sync *client, const struct snapshot_pull *p,
     while (checkpoint_receive_next(r, &name, &offset)) {
         Geoscale__CheckpointChunkRequest req = GEOSCALE__CHECKPOINT_CHUNK_REQUEST__INIT;
         req.cell_id = p->group_id;
+        req.group = p->ops->checkpoint_group;
+        req.node_id = p->self_id;
         req.applied_index = info->applied_index;
         req.name = (char *)name;
         req.offset = offset;
@@ -119,8 +130,9 @@ static int pull_files(gs_sync *client, const struct snapshot_pull *p,
             return rv;
         }
     }
-    log_info("snapshot", "event=checkpoint_received index=%" PRIu64 " files=%zu bytes=%" PRIu64,
-             info->applied_index, info->n_files, bytes);
+    log_info("snapshot",
+             "event=checkpoint_received kind=%s index=%" PRIu64 " files=%zu bytes=%" PRIu64,
+             p->ops->kind, info->applied_index, info->n_files, bytes);
     return 0;
 }
 
@@ -160,7 +172,8 @@ static int pull_from(const struct snapshot_pull *p, const struct group_peer *pee
     if (rv != 0) {
         goto out;
     }
-    rv = p->ops->install(p->sm, checkpoint_receive_verified_dir(r), errmsg, errmsg_len);
+    rv = checkpoint_install(p->ops->rsm(p->sm), checkpoint_receive_verified_dir(r), errmsg,
+                            errmsg_len);
 out:
     checkpoint_receive_free(r);
     checkpoint_info_free(&info);
@@ -190,12 +203,15 @@ int snapshot_pull(const struct snapshot_pull *p, char *errmsg, size_t errmsg_len
             }
             rv = pull_from(p, peer, errmsg, errmsg_len);
             if (rv == 0) {
-                log_info("snapshot", "event=installed from=%" PRIu64 " applied_index=%" PRIu64,
-                         peer->id, p->ops->applied_index(p->sm));
+                log_info("snapshot",
+                         "event=installed kind=%s group_id=%u from=%" PRIu64
+                         " applied_index=%" PRIu64,
+                         p->ops->kind, p->group_id, peer->id, p->ops->applied_index(p->sm));
                 return 0;
             }
-            log_warn("snapshot", "event=pull_failed from=%" PRIu64 " round=%u code=%s detail=\"%s\"",
-                     peer->id, round, gs_error_name(rv), errmsg);
+            log_warn("snapshot",
+                     "event=pull_failed kind=%s from=%" PRIu64 " round=%u code=%s detail=\"%s\"",
+                     p->ops->kind, peer->id, round, gs_error_name(rv), errmsg);
         }
         usleep(200 * 1000 * (round + 1));
     }

@@ -7,7 +7,10 @@
  * whole state must do anyway; other groups of the node have their own loop
  * threads. Calls go through a blocking client with a private loop to each
  * peer's client address in turn (the leader first), pinned, and only to
- * members of this cell (the data is the cell's PII).
+ * members of this group (a cell's data is its users' PII; the directory's
+ * and the metadata group's are replicated to their members only). Any kind
+ * of group: the requests name it (ops->checkpoint_group and group_id) and
+ * the requesting node (self_id).
  */
 #ifndef GS_RAFT_SNAPSHOT_PULL_H
 #define GS_RAFT_SNAPSHOT_PULL_H
@@ -18,17 +21,17 @@
 #include "group.h"
 
 struct snapshot_pull {
-    const struct group_sm_ops *ops; /* with install */
+    const struct group_sm_ops *ops; /* with rsm */
     void *sm;
-    uint32_t group_id;
+    uint32_t group_id; /* the cell id; 0 for directory/metadata */
     uint64_t self_id;
     uint64_t leader_id;             /* asked first; 0 = unknown */
-    const struct group_peer *peers; /* the cell's members */
+    const struct group_peer *peers; /* the group's members, voters and standbys */
     size_t n_peers;
     const char *incoming_dir;
-    uint64_t min_index;             /* the manifest's applied_index */
-    unsigned timeout_ms;            /* per call */
-    unsigned rounds;                /* passes over the peers before giving up */
+    uint64_t min_index;  /* the manifest's applied_index */
+    unsigned timeout_ms; /* per call */
+    unsigned rounds;     /* passes over the peers before giving up */
 };
 
 /* Pull a checkpoint with applied index >= min_index from a peer, verify it

@@ -29,6 +29,7 @@
 #include "engine/cell_fsm.h"
 #include "engine/cell_internal.h"
 #include "engine/checkpoint.h"
+#include "engine/directory_fsm.h"
 #include "engine/entry.h"
 #include "geoscale/errors.h"
 
@@ -165,7 +166,7 @@ static void flush(struct node *n)
     char *err = NULL;
     rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
     rocksdb_flushoptions_set_wait(fo, 1);
-    rocksdb_flush(n->fsm->db, fo, &err);
+    rocksdb_flush(cell_fsm_rsm(n->fsm)->db, fo, &err);
     rocksdb_flushoptions_destroy(fo);
     assert_null(err);
 }
@@ -230,7 +231,7 @@ static int count_files(const char *dir, const char *suffix)
 
 static uint64_t property(struct node *n, const char *name)
 {
-    char *v = rocksdb_property_value(n->fsm->db, name);
+    char *v = rocksdb_property_value(cell_fsm_rsm(n->fsm)->db, name);
     assert_non_null(v);
     uint64_t x = strtoull(v, NULL, 10);
     rocksdb_free(v);
@@ -335,7 +336,7 @@ static void test_create_lists_files(void **state)
     fill_source(&f->src);
     checkpoint(&f->src, &info);
     assert_int_equal(info.applied_index, 100);
-    assert_int_equal(info.cell_id, CELL);
+    assert_int_equal(info.identity, CELL);
     assert_false(info.hashed); /* creation never hashes */
     assert_true(info.n_files >= 4);
     bool sst = false, current = false, manifest = false;
@@ -531,7 +532,7 @@ static void test_install_refuses_wrong_checkpoint(void **state)
     fill_source(&f->src);
     checkpoint(&f->src, NULL);
     load_latest(&f->src, &info);
-    assert_int_equal(info.cell_id, CELL + 1);
+    assert_int_equal(info.identity, CELL + 1);
 
     create_users(&f->dst, "mine", 4);
     struct digest before = digest(&f->dst);
@@ -585,6 +586,96 @@ static void test_install_refuses_wrong_checkpoint(void **state)
     create_users(&f->dst, "last", 1);
     checkpoint_info_free(&info);
     checkpoint_info_free(&own);
+}
+
+/* A checkpoint of another kind of group (a directory replica's) is refused
+ * by a cell, whatever the identity numbers, and nothing changes. */
+static void test_install_refuses_other_kind(void **state)
+{
+    struct fx *f = *state;
+    struct checkpoint_info info;
+    struct checkpoint_receiver *r = NULL;
+    char err[256] = "", dir_db[256], dir_root[256];
+
+    snprintf(dir_db, sizeof dir_db, "%s/dirdb", f->dir);
+    snprintf(dir_root, sizeof dir_root, "%s/dirckpt", f->dir);
+    struct directory_fsm_options o = {.db_path = dir_db, .compression = false};
+    struct directory_fsm *dir = NULL;
+    assert_int_equal(directory_fsm_open(&o, &dir, err, sizeof err), 0);
+    assert_int_equal(checkpoint_create(directory_fsm_rsm(dir), dir_root, NULL, err, sizeof err), 0);
+    assert_int_equal(checkpoint_latest(dir_root, &info, err, sizeof err), 0);
+    assert_string_equal(info.kind, "directory");
+    assert_int_equal(info.identity, 0);
+
+    create_users(&f->dst, "mine", 2);
+    struct digest before = digest(&f->dst);
+    assert_int_equal(checkpoint_receive_begin(f->dst.incoming, &info, &r, err, sizeof err), 0);
+    const char *name = NULL;
+    uint64_t off = 0;
+    uint8_t buf[CHUNK];
+    while (checkpoint_receive_next(r, &name, &off)) {
+        size_t got = 0;
+        assert_int_equal(
+            checkpoint_read_chunk(dir_root, info.applied_index, name, off, buf, sizeof buf, &got),
+            0);
+        assert_int_equal(checkpoint_receive_write(r, name, off, buf, got, err, sizeof err), 0);
+    }
+    assert_int_equal(checkpoint_receive_verify(r, err, sizeof err), 0);
+    assert_int_equal(
+        cell_fsm_install(f->dst.fsm, checkpoint_receive_verified_dir(r), err, sizeof err),
+        GS_EINVAL);
+    assert_non_null(strstr(err, "cell_id"));
+    checkpoint_receive_free(r);
+    assert_int_equal(cell_fsm_applied_index(f->dst.fsm), 2);
+    assert_digest_equal(digest(&f->dst), before);
+    checkpoint_info_free(&info);
+    directory_fsm_close(dir);
+}
+
+/* The .meta of format 1 (cells only: a cell_id line) is still read, as a
+ * cell's; new ones say kind and identity. */
+static void test_meta_format_1_still_read(void **state)
+{
+    struct fx *f = *state;
+    struct checkpoint_info info, old;
+    char path[512], line[256], err[256] = "";
+
+    create_users(&f->src, "u", 5);
+    checkpoint(&f->src, &info);
+    snprintf(path, sizeof path, "%s/5.meta", f->src.root);
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    assert_non_null(fgets(line, sizeof line, fp));
+    assert_string_equal(line, "geoscale-checkpoint 2\n");
+    assert_non_null(fgets(line, sizeof line, fp));
+    assert_string_equal(line, "kind cell\n");
+    assert_non_null(fgets(line, sizeof line, fp));
+    assert_string_equal(line, "identity 7\n");
+    fclose(fp);
+
+    /* Rewrite it as format 1 wrote it. */
+    fp = fopen(path, "w");
+    assert_non_null(fp);
+    fprintf(fp, "geoscale-checkpoint 1\ncell_id %d\napplied_index 5\nfiles %zu\n", CELL,
+            info.n_files);
+    for (size_t i = 0; i < info.n_files; i++) {
+        fprintf(fp, "%s %" PRIu64 " -\n", info.files[i].name, info.files[i].size);
+    }
+    fclose(fp);
+    assert_int_equal(checkpoint_load(f->src.root, 5, &old, err, sizeof err), 0);
+    assert_string_equal(old.kind, "cell");
+    assert_int_equal(old.identity, CELL);
+    assert_true(old.hashed);
+    assert_files_match(f->src.root, &old);
+    checkpoint_info_free(&old);
+
+    /* A bad kind line is refused. */
+    fp = fopen(path, "w");
+    assert_non_null(fp);
+    fprintf(fp, "geoscale-checkpoint 2\nkind Cell/x\nidentity 7\napplied_index 5\nfiles 0\n");
+    fclose(fp);
+    assert_int_equal(checkpoint_load(f->src.root, 5, &old, err, sizeof err), GS_EIO);
+    checkpoint_info_free(&info);
 }
 
 static void test_read_chunk_rejects_bad_names(void **state)
@@ -784,6 +875,8 @@ int main(void)
         T(test_transfer_and_install),
         T(test_corrupt_chunk_fails_verification),
         T(test_install_refuses_wrong_checkpoint),
+        T(test_install_refuses_other_kind),
+        T(test_meta_format_1_still_read),
         T(test_read_chunk_rejects_bad_names),
         T(test_keeps_two),
         T(test_no_memtable_flush),

@@ -24,9 +24,11 @@
 #include <sodium.h>
 
 #include "engine/cell_fsm.h"
+#include "engine/checkpoint.h"
 #include "engine/directory_fsm.h"
 #include "engine/entry.h"
 #include "engine/keys.h"
+#include "engine/metadata_fsm.h"
 #include "geoscale/errors.h"
 
 #define T0 INT64_C(1700000000000)
@@ -439,6 +441,121 @@ static void assert_digest_equal(struct digest a, struct digest b)
 static void tick(struct fx *f)
 {
     apply(f, NULL, 0, NULL);
+}
+
+/* ---------------------------------------------------------------- checkpoints */
+
+/* Receive the checkpoint `info` of root into incoming, 4 KiB at a time, as a
+ * peer's transfer would; with corrupt, one byte of the largest received file
+ * is then flipped on disk. Returns what verification says; *out is the
+ * receiver (the caller frees it). */
+static int receive_checkpoint(const char *root, const struct checkpoint_info *info,
+                              const char *incoming, bool corrupt, struct checkpoint_receiver **out)
+{
+    char err[256] = "";
+    uint8_t buf[4096];
+    const char *name = NULL;
+    uint64_t offset = 0;
+    assert_int_equal(checkpoint_receive_begin(incoming, info, out, err, sizeof err), 0);
+    while (checkpoint_receive_next(*out, &name, &offset)) {
+        size_t got = 0;
+        assert_int_equal(
+            checkpoint_read_chunk(root, info->applied_index, name, offset, buf, sizeof buf, &got),
+            0);
+        assert_true(got > 0);
+        assert_int_equal(checkpoint_receive_write(*out, name, offset, buf, got, err, sizeof err),
+                         0);
+    }
+    if (corrupt) {
+        size_t big = 0;
+        for (size_t i = 1; i < info->n_files; i++) {
+            big = info->files[i].size > info->files[big].size ? i : big;
+        }
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", incoming, info->files[big].name);
+        FILE *fp = fopen(path, "r+b");
+        assert_non_null(fp);
+        long at = (long)(info->files[big].size / 2);
+        assert_int_equal(fseek(fp, at, SEEK_SET), 0);
+        int c = fgetc(fp);
+        assert_true(c != EOF);
+        assert_int_equal(fseek(fp, at, SEEK_SET), 0);
+        assert_int_equal(fputc(c ^ 0x20, fp), c ^ 0x20);
+        assert_int_equal(fclose(fp), 0);
+    }
+    return checkpoint_receive_verify(*out, err, sizeof err);
+}
+
+/* A directory replica's checkpoint: made, pulled, verified and installed
+ * into a fresh replica, which then has the same state; a corrupted file is
+ * refused and changes nothing; a metadata replica refuses it. */
+static void test_checkpoint_install(void **state)
+{
+    struct fx *f = *state;
+    char err[256] = "", root[160], incoming[160], dst_path[160], md_path[160];
+    struct checkpoint_info info = {0};
+    struct checkpoint_receiver *rcv = NULL;
+    uint64_t ids[40];
+
+    add_cell(f, 1, "eu");
+    for (unsigned i = 0; i < 40; i++) {
+        assert_int_equal(reserve(f, 500 + i, "eu", &ids[i], NULL), 0);
+        assert_int_equal(confirm(f, 500 + i, ids[i]), 0);
+    }
+    snprintf(root, sizeof root, "%s/checkpoints", f->dir);
+    snprintf(incoming, sizeof incoming, "%s/incoming", f->dir);
+    snprintf(dst_path, sizeof dst_path, "%s/dst", f->dir);
+    snprintf(md_path, sizeof md_path, "%s/md", f->dir);
+    assert_int_equal(checkpoint_create(directory_fsm_rsm(f->fsm), root, NULL, err, sizeof err), 0);
+    assert_int_equal(checkpoint_latest(root, &info, err, sizeof err), 0);
+    assert_string_equal(info.kind, "directory");
+    assert_int_equal(info.identity, 0);
+    assert_int_equal(info.applied_index, f->index);
+
+    struct directory_fsm *dst = open_at(dst_path, 0, 1);
+    struct digest before;
+    assert_int_equal(directory_fsm_digest(dst, before.d, &before.n), 0);
+
+    /* Corrupted on its way: verification fails, nothing to install. */
+    assert_int_equal(receive_checkpoint(root, &info, incoming, true, &rcv), GS_EIO);
+    assert_null(checkpoint_receive_verified_dir(rcv));
+    checkpoint_receive_free(rcv);
+    struct digest after;
+    assert_int_equal(directory_fsm_digest(dst, after.d, &after.n), 0);
+    assert_digest_equal(before, after);
+    assert_int_equal(directory_fsm_applied_index(dst), 0);
+
+    /* Another kind of group refuses it, whole and verified. */
+    struct metadata_fsm_options mo = {.db_path = md_path, .compression = false};
+    struct metadata_fsm *md = NULL;
+    assert_int_equal(metadata_fsm_open(&mo, &md, err, sizeof err), 0);
+    assert_int_equal(receive_checkpoint(root, &info, incoming, false, &rcv), 0);
+    assert_int_equal(checkpoint_install(metadata_fsm_rsm(md), checkpoint_receive_verified_dir(rcv),
+                                        err, sizeof err),
+                     GS_EINVAL);
+    assert_int_equal(metadata_fsm_applied_index(md), 0);
+    metadata_fsm_close(md);
+
+    /* Installed into the fresh replica: same state, same index, readable. */
+    assert_int_equal(checkpoint_install(directory_fsm_rsm(dst),
+                                        checkpoint_receive_verified_dir(rcv), err, sizeof err),
+                     0);
+    checkpoint_receive_free(rcv);
+    assert_int_equal(directory_fsm_applied_index(dst), f->index);
+    assert_int_equal(directory_fsm_digest(dst, after.d, &after.n), 0);
+    assert_digest_equal(digest(f), after);
+    struct directory_fsm *mine = f->fsm;
+    f->fsm = dst;
+    uint64_t found = 0;
+    assert_int_equal(lookup(f, 500 + 39, &found), 0);
+    assert_int_equal(found, ids[39]);
+    f->fsm = mine;
+    directory_fsm_close(dst);
+    /* It reopens as the same directory shard. */
+    dst = open_at(dst_path, 0, 1);
+    assert_int_equal(directory_fsm_applied_index(dst), f->index);
+    directory_fsm_close(dst);
+    checkpoint_info_free(&info);
 }
 
 /* ---------------------------------------------------------------- open */
@@ -1420,6 +1537,7 @@ int main(void)
         T(test_version_bumps),
         T(test_replay_and_idempotency),
         T(test_same_entries_same_digest),
+        T(test_checkpoint_install),
         T(test_no_pii),
         T(test_sharding),
         T(test_read_rejects),

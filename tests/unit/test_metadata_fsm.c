@@ -19,6 +19,8 @@
 
 #include <cmocka.h>
 
+#include "engine/checkpoint.h"
+#include "engine/directory_fsm.h"
 #include "engine/entry.h"
 #include "engine/metadata_fsm.h"
 #include "geoscale/errors.h"
@@ -293,6 +295,118 @@ static void assert_digest_equal(struct digest a, struct digest b)
 {
     assert_int_equal(a.n, b.n);
     assert_memory_equal(a.d, b.d, sizeof a.d);
+}
+
+/* ---------------------------------------------------------------- checkpoints */
+
+/* Receive the checkpoint `info` of root into incoming, 4 KiB at a time, as a
+ * peer's transfer would; with corrupt, one byte of the largest received file
+ * is then flipped on disk. Returns what verification says; *out is the
+ * receiver (the caller frees it). */
+static int receive_checkpoint(const char *root, const struct checkpoint_info *info,
+                              const char *incoming, bool corrupt, struct checkpoint_receiver **out)
+{
+    char err[256] = "";
+    uint8_t buf[4096];
+    const char *name = NULL;
+    uint64_t offset = 0;
+    assert_int_equal(checkpoint_receive_begin(incoming, info, out, err, sizeof err), 0);
+    while (checkpoint_receive_next(*out, &name, &offset)) {
+        size_t got = 0;
+        assert_int_equal(
+            checkpoint_read_chunk(root, info->applied_index, name, offset, buf, sizeof buf, &got),
+            0);
+        assert_true(got > 0);
+        assert_int_equal(checkpoint_receive_write(*out, name, offset, buf, got, err, sizeof err),
+                         0);
+    }
+    if (corrupt) {
+        size_t big = 0;
+        for (size_t i = 1; i < info->n_files; i++) {
+            big = info->files[i].size > info->files[big].size ? i : big;
+        }
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", incoming, info->files[big].name);
+        FILE *fp = fopen(path, "r+b");
+        assert_non_null(fp);
+        long at = (long)(info->files[big].size / 2);
+        assert_int_equal(fseek(fp, at, SEEK_SET), 0);
+        int c = fgetc(fp);
+        assert_true(c != EOF);
+        assert_int_equal(fseek(fp, at, SEEK_SET), 0);
+        assert_int_equal(fputc(c ^ 0x20, fp), c ^ 0x20);
+        assert_int_equal(fclose(fp), 0);
+    }
+    return checkpoint_receive_verify(*out, err, sizeof err);
+}
+
+/* A metadata replica's checkpoint (what a voter or a standby keeps): made,
+ * pulled, verified and installed into a fresh replica, which then answers
+ * the same reads and has the same digest and per-origin seqs; a corrupted
+ * file is refused and changes nothing; a directory replica refuses it. */
+static void test_checkpoint_install(void **state)
+{
+    struct fx *f = *state;
+    char err[256] = "", root[160], incoming[160], dst_path[160], dir_path[160];
+    struct checkpoint_info info = {0};
+    struct checkpoint_receiver *rcv = NULL;
+
+    for (uint64_t k = 0; k < 30; k++) {
+        const struct row r1[] = {{k + 1, UID(1, k + 1), k % 2 ? "pro" : "free", k, false}};
+        const struct row r2[] = {{k + 1, UID(2, k + 1), "team", 2 * k, false}};
+        assert_int_equal(ship(f, 1, r1, 1, NULL), 0);
+        assert_int_equal(ship(f, 2, r2, 1, NULL), 0);
+    }
+    snprintf(root, sizeof root, "%s/checkpoints", f->dir);
+    snprintf(incoming, sizeof incoming, "%s/incoming", f->dir);
+    snprintf(dst_path, sizeof dst_path, "%s/dst", f->dir);
+    snprintf(dir_path, sizeof dir_path, "%s/dir", f->dir);
+    assert_int_equal(checkpoint_create(metadata_fsm_rsm(f->fsm), root, NULL, err, sizeof err), 0);
+    assert_int_equal(checkpoint_latest(root, &info, err, sizeof err), 0);
+    assert_string_equal(info.kind, "metadata");
+    assert_int_equal(info.identity, 0);
+    assert_int_equal(info.applied_index, 60);
+
+    struct metadata_fsm *dst = open_shard(dst_path, 0, 1);
+    struct digest before = digest_of(dst);
+
+    /* Corrupted on its way: verification fails, nothing to install. */
+    assert_int_equal(receive_checkpoint(root, &info, incoming, true, &rcv), GS_EIO);
+    assert_null(checkpoint_receive_verified_dir(rcv));
+    checkpoint_receive_free(rcv);
+    assert_digest_equal(before, digest_of(dst));
+    assert_int_equal(metadata_fsm_applied_index(dst), 0);
+
+    /* Another kind of group refuses it, whole and verified. */
+    struct directory_fsm_options dopts = {.db_path = dir_path, .compression = false};
+    struct directory_fsm *dir = NULL;
+    assert_int_equal(directory_fsm_open(&dopts, &dir, err, sizeof err), 0);
+    assert_int_equal(receive_checkpoint(root, &info, incoming, false, &rcv), 0);
+    assert_int_equal(checkpoint_install(directory_fsm_rsm(dir),
+                                        checkpoint_receive_verified_dir(rcv), err, sizeof err),
+                     GS_EINVAL);
+    assert_int_equal(directory_fsm_applied_index(dir), 0);
+    directory_fsm_close(dir);
+
+    /* Installed into the fresh replica. */
+    assert_int_equal(checkpoint_install(metadata_fsm_rsm(dst), checkpoint_receive_verified_dir(rcv),
+                                        err, sizeof err),
+                     0);
+    checkpoint_receive_free(rcv);
+    assert_int_equal(metadata_fsm_applied_index(dst), 60);
+    assert_digest_equal(digest_of(f->fsm), digest_of(dst));
+    assert_int_equal(origin_seq(dst, 1), 30);
+    assert_int_equal(origin_seq(dst, 2), 30);
+    Geoscale__MetadataGetResponse *r = NULL;
+    assert_int_equal(get_from(dst, UID(2, 30), &r), 0);
+    assert_string_equal(r->meta->plan, "team");
+    geoscale__metadata_get_response__free_unpacked(r, NULL);
+    /* It goes on applying from there, and a replay is skipped. */
+    const struct row next[] = {{31, UID(1, 31), "free", 0, false}};
+    assert_int_equal(ship_to(dst, 61, 1, next, 1, NULL), 0);
+    assert_int_equal(origin_seq(dst, 1), 31);
+    metadata_fsm_close(dst);
+    checkpoint_info_free(&info);
 }
 
 /* ---------------------------------------------------------------- tests */
@@ -947,6 +1061,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_validation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_rejects, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shards, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_install, setup, teardown),
         cmocka_unit_test(test_no_pii_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

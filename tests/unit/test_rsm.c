@@ -16,6 +16,7 @@
 #include <rocksdb/c.h>
 
 #include "engine/cell_fsm.h"
+#include "engine/checkpoint.h"
 #include "engine/entry.h"
 #include "engine/keys.h"
 #include "engine/rsm.h"
@@ -470,6 +471,106 @@ static void test_detach_attach(void **state)
     assert_int_equal(rsm_applied_index(&f->r), 3);
 }
 
+static void test_probe(void **state)
+{
+    struct fx *f = *state;
+    char err[256] = "";
+    uint64_t applied = 99;
+    put_entry(f, 4, 1, 100);
+    assert_int_equal(rsm_sync(&f->r), 0);
+
+    /* A DB of another rsm of the same group: accepted, its index read, the
+     * probing rsm untouched. */
+    char copy[128];
+    snprintf(copy, sizeof copy, "%s/copy", f->dir);
+    struct rsm twin;
+    struct rsm_options o = opts_for(copy, GROUP);
+    assert_int_equal(rsm_open(&twin, &o, NULL, 0), 0);
+    rsm_close(&twin);
+    assert_int_equal(rsm_probe(&f->r, copy, &applied, err, sizeof err), 0);
+    assert_int_equal(applied, 0);
+    assert_int_equal(rsm_applied_index(&f->r), 4);
+
+    /* Another group's identity, another kind of group, no DB at all: refused. */
+    char other[128];
+    snprintf(other, sizeof other, "%s/other", f->dir);
+    o = opts_for(other, GROUP + 1);
+    assert_int_equal(rsm_open(&twin, &o, NULL, 0), 0);
+    rsm_close(&twin);
+    assert_int_equal(rsm_probe(&f->r, other, &applied, err, sizeof err), GS_EINVAL);
+    assert_non_null(strstr(err, "belongs to"));
+
+    char kind[128];
+    snprintf(kind, sizeof kind, "%s/kind", f->dir);
+    o = opts_for(kind, GROUP);
+    o.kind = "directory";
+    o.identity_key = "directory_shard";
+    assert_int_equal(rsm_open(&twin, &o, NULL, 0), 0);
+    rsm_close(&twin);
+    assert_int_equal(rsm_probe(&f->r, kind, &applied, err, sizeof err), GS_EINVAL);
+    assert_non_null(strstr(err, "cell_id"));
+
+    char missing[128];
+    snprintf(missing, sizeof missing, "%s/missing", f->dir);
+    assert_int_equal(rsm_probe(&f->r, missing, &applied, err, sizeof err), GS_EINVAL);
+    assert_int_equal(rsm_applied_index(&f->r), 4);
+}
+
+/* The checkpoint module works on any rsm, here one of a kind that is
+ * neither a cell nor a directory nor a metadata group. */
+static void test_checkpoint_any_rsm(void **state)
+{
+    struct fx *f = *state;
+    char err[256] = "";
+    rsm_close(&f->r);
+    struct rsm_options o = opts_for(f->path, 3);
+    o.kind = "toy";
+    o.identity_key = "toy_id";
+    assert_int_equal(nftw(f->path, rm_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
+    assert_int_equal(rsm_open(&f->r, &o, err, sizeof err), 0);
+    for (uint64_t i = 1; i <= 20; i++) {
+        put_entry(f, i, i, i * 7);
+    }
+    char root[128], dst_path[128], incoming[128];
+    snprintf(root, sizeof root, "%s/ckpt", f->dir);
+    snprintf(dst_path, sizeof dst_path, "%s/dst", f->dir);
+    snprintf(incoming, sizeof incoming, "%s/incoming", f->dir);
+    struct checkpoint_info made = {0}, info = {0};
+    assert_int_equal(checkpoint_create(&f->r, root, &made, err, sizeof err), 0);
+    assert_string_equal(made.kind, "toy");
+    assert_int_equal(made.identity, 3);
+    assert_int_equal(made.applied_index, 20);
+    checkpoint_info_free(&made);
+    assert_int_equal(checkpoint_latest(root, &info, err, sizeof err), 0);
+    assert_string_equal(info.kind, "toy");
+
+    struct rsm dst;
+    o.db_path = dst_path;
+    assert_int_equal(rsm_open(&dst, &o, err, sizeof err), 0);
+    struct checkpoint_receiver *rcv = NULL;
+    assert_int_equal(checkpoint_receive_begin(incoming, &info, &rcv, err, sizeof err), 0);
+    const char *name = NULL;
+    uint64_t offset = 0;
+    uint8_t buf[4096];
+    while (checkpoint_receive_next(rcv, &name, &offset)) {
+        size_t n = 0;
+        assert_int_equal(
+            checkpoint_read_chunk(root, info.applied_index, name, offset, buf, sizeof buf, &n), 0);
+        assert_int_equal(checkpoint_receive_write(rcv, name, offset, buf, n, err, sizeof err), 0);
+    }
+    assert_int_equal(checkpoint_receive_verify(rcv, err, sizeof err), 0);
+    assert_int_equal(
+        checkpoint_install(&dst, checkpoint_receive_verified_dir(rcv), err, sizeof err), 0);
+    checkpoint_receive_free(rcv);
+    checkpoint_info_free(&info);
+    assert_int_equal(rsm_applied_index(&dst), 20);
+    struct digest a = digest(f), b;
+    assert_int_equal(rsm_digest(&dst, b.d, &b.n), 0);
+    assert_int_equal(a.n, b.n);
+    assert_memory_equal(a.d, b.d, 32);
+    rsm_close(&dst);
+}
+
 /* ---------------------------------------------------------------- apply loop */
 
 /* A toy state machine: method 1 writes k(runs) = now_ms and answers "ok",
@@ -674,6 +775,8 @@ int main(void)
         T(test_results),
         T(test_results_expire),
         T(test_detach_attach),
+        T(test_probe),
+        T(test_checkpoint_any_rsm),
         T(test_apply_entry),
         T(test_apply_entry_bad_and_fatal),
     };

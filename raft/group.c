@@ -120,6 +120,11 @@ struct group {
     bool barrier_inflight;
 
     bool stopping;
+    /* A stopping leader hands leadership to a follower first, so that the
+     * group does not wait an election timeout for a new leader. */
+    struct raft_transfer transfer;
+    bool transferring;          /* the transfer is under way */
+    uint64_t transfer_deadline; /* loop time: close regardless after it */
 
     /* Start handshake with group_start(). */
     pthread_mutex_t start_lock;
@@ -715,9 +720,19 @@ void group_submit(struct group *g, struct group_request *req)
 
 /* ------------------------------------------------------------ tick */
 
+static void group_stop_close(struct group *g);
+
 static void group_tick_cb(uv_timer_t *timer)
 {
     struct group *g = timer->data;
+    if (g->transferring &&
+        (raft_state(&g->raft) != RAFT_LEADER || uv_now(&g->loop) >= g->transfer_deadline)) {
+        /* libraft does not call back when the leader steps down meanwhile
+         * (no quorum left, e.g. the last node of a group to stop). */
+        log_info("group", "event=transfer_abandoned node_id=%" PRIu64, g->cfg.node_id);
+        group_stop_close(g);
+        return;
+    }
     group_refresh_status(g);
     /* Requests queued while leader must not wait forever after a step-down:
      * the next tick answers them. */
@@ -755,6 +770,28 @@ static void group_raft_close_cb(struct raft *r)
     g->raft_initialized = false;
 }
 
+/* The last step of a stop: close raft. Proposals and the barrier in flight
+ * complete through their callbacks (with RAFT_SHUTDOWN) during raft_close. */
+static void group_stop_close(struct group *g)
+{
+    g->transferring = false;
+    uv_close((uv_handle_t *)&g->tick, NULL);
+    uv_close((uv_handle_t *)&g->stop_async, NULL);
+    group_refresh_status(g);
+    raft_close(&g->raft, group_raft_close_cb);
+}
+
+static void group_transferred_cb(struct raft_transfer *req)
+{
+    struct group *g = req->data;
+    if (!g->transferring) {
+        return; /* given up on by the tick, raft is closing */
+    }
+    log_info("group", "event=transferred node_id=%" PRIu64 " leader_id=%" PRIu64,
+             g->cfg.node_id, group_leader(g));
+    group_stop_close(g);
+}
+
 static void group_stop_cb(uv_async_t *async)
 {
     struct group *g = async->data;
@@ -771,13 +808,19 @@ static void group_stop_cb(uv_async_t *async)
     list = g->reads_waiting_head;
     g->reads_waiting_head = g->reads_waiting_tail = NULL;
     req_list_complete(g, list, GS_ESHUTDOWN);
-    /* Proposals and the barrier in flight complete through their callbacks
-     * (with RAFT_SHUTDOWN) during raft_close. */
     mailbox_close(&g->inbox, NULL);
-    uv_close((uv_handle_t *)&g->tick, NULL);
-    uv_close((uv_handle_t *)&g->stop_async, NULL);
-    group_refresh_status(g);
-    raft_close(&g->raft, group_raft_close_cb);
+    /* A leader first hands over to the most up-to-date voter (libraft calls
+     * back once the target leads, or after an election timeout), so a
+     * planned stop costs the group no election timeout. */
+    g->transfer.data = g;
+    if (raft_state(&g->raft) == RAFT_LEADER &&
+        raft_transfer(&g->raft, &g->transfer, 0, group_transferred_cb) == 0) {
+        log_info("group", "event=transfer_leadership node_id=%" PRIu64, g->cfg.node_id);
+        g->transferring = true;
+        g->transfer_deadline = uv_now(&g->loop) + 2 * (uint64_t)g->cfg.election_timeout_ms;
+        return;
+    }
+    group_stop_close(g);
 }
 
 static int group_mkdir(const char *path)

@@ -8,7 +8,7 @@ RAFT_PREFIX = $(abspath $(BUILD))/libraft/prefix
 export PKG_CONFIG_PATH := $(RAFT_PREFIX)/lib/pkgconfig:$(PKG_CONFIG_PATH)
 export LD_LIBRARY_PATH := $(RAFT_PREFIX)/lib:$(LD_LIBRARY_PATH)
 
-.PHONY: all deps libraft build build-asan test test-unit-asan demo clean
+.PHONY: all deps libraft build build-asan test test-unit-asan demo chaos clean
 
 all: build
 
@@ -39,6 +39,15 @@ test: build test-unit-asan
 
 demo: build
 	scripts/demo.sh $(BUILD)
+
+# A seeded fault-injection run of a real 3-node cell, checked for
+# linearizability and lost writes (chaos/README.md). Needs root for network
+# namespaces (else loopback with pauses instead of partitions).
+DURATION ?= 300
+SEED     ?= 1
+chaos: build
+	$(BUILD)/chaos/geoscale-chaos --seed $(SEED) --duration $(DURATION) \
+	    --out $(abspath $(BUILD))/chaos-seed$(SEED)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

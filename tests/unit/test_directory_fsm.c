@@ -1061,6 +1061,67 @@ static void test_version_bumps(void **state)
     assert_int_equal(version(f), 3);
 }
 
+/* The routes version moves only when a cached route becomes wrong: a cell's
+ * members change. New cells, signups and releases leave it; every answer
+ * that carries routes (GetRoute, LookupUsername, ListCells, Confirm,
+ * RegisterCell) reports it. */
+static uint64_t routes_version(struct fx *f)
+{
+    Geoscale__ListCellsResponse *lc = list_cells(f, "");
+    uint64_t v = lc->routes_version;
+    geoscale__list_cells_response__free_unpacked(lc, NULL);
+    return v;
+}
+
+static void test_routes_version(void **state)
+{
+    struct fx *f = *state;
+    Geoscale__RegisterCellResponse *rr = NULL;
+    Geoscale__GetRouteResponse *gr = NULL;
+    ProtobufCMessage *r = NULL;
+    uint64_t a = 0, b = 0;
+    uint8_t h[32];
+
+    assert_int_equal(routes_version(f), 0);
+    add_cell(f, 1, "eu");
+    add_cell(f, 2, "eu");
+    assert_int_equal(routes_version(f), 0); /* new cells break no route */
+    assert_int_equal(reserve(f, 1, "eu", &a, NULL), 0);
+    assert_int_equal(confirm(f, 1, a), 0);
+    assert_int_equal(reserve(f, 2, "eu", &b, NULL), 0);
+    assert_int_equal(release(f, 2, b), 0);
+    assert_true(version(f) >= 3);
+    assert_int_equal(routes_version(f), 0); /* nor do signups */
+    /* Same members again: nothing changes. */
+    assert_int_equal(register_cell(f, 1, "eu", 3, &rr), 0);
+    assert_false(rr->changed);
+    assert_int_equal(rr->routes_version, 0);
+    geoscale__register_cell_response__free_unpacked(rr, NULL);
+    /* Other members: routes to the old ones are wrong now. */
+    assert_int_equal(register_cell(f, 1, "eu", 1, &rr), 0);
+    assert_true(rr->changed);
+    assert_int_equal(rr->routes_version, 1);
+    geoscale__register_cell_response__free_unpacked(rr, NULL);
+    assert_int_equal(routes_version(f), 1);
+    /* A refused change does not move it. */
+    assert_int_equal(register_cell(f, 1, "asia", 3, NULL), GS_ECONFLICT);
+    assert_int_equal(routes_version(f), 1);
+    /* Route answers carry it. */
+    assert_int_equal(get_route(f, a, &gr), 0);
+    assert_int_equal(gr->routes_version, 1);
+    geoscale__get_route_response__free_unpacked(gr, NULL);
+    hash_of(h, 1);
+    Geoscale__LookupUsernameRequest lr = GEOSCALE__LOOKUP_USERNAME_REQUEST__INIT;
+    lr.hash = (ProtobufCBinaryData){32, h};
+    assert_int_equal(read1(f, K(LOOKUP_USERNAME), &lr.base, &r), 0);
+    assert_int_equal(((Geoscale__LookupUsernameResponse *)r)->routes_version, 1);
+    protobuf_c_message_free_unpacked(r, NULL);
+    /* It survives a restart. */
+    directory_fsm_close(f->fsm);
+    f->fsm = open_at(f->path, 0, 1);
+    assert_int_equal(routes_version(f), 1);
+}
+
 /* ---------------------------------------------------------------- durability */
 
 static void test_replay_and_idempotency(void **state)
@@ -1535,6 +1596,7 @@ int main(void)
         T(test_expiry_bounded),
         T(test_expired_takeover),
         T(test_version_bumps),
+        T(test_routes_version),
         T(test_replay_and_idempotency),
         T(test_same_entries_same_digest),
         T(test_checkpoint_install),

@@ -10,6 +10,10 @@
 # Usage: scripts/build-libraft.sh BUILD_DIR
 # Result: BUILD_DIR/libraft/prefix/{include,lib,lib/pkgconfig/raft.pc}
 # Cached: a second run with the library present does nothing.
+#
+# One fix is applied to the source before building (fix_pending_snapshot
+# below): without it a follower that receives a snapshot while it is taking
+# one of its own crashes (ctest -R snapshot_install_groups hits it).
 set -euo pipefail
 
 build_dir=${1:?usage: build-libraft.sh BUILD_DIR}
@@ -19,8 +23,10 @@ top=$build_dir/libraft
 prefix=$top/prefix
 version=0.22.1
 debversion=0.22.1-1
+# Bump when the fixes applied below change, so cached builds are redone.
+localfix=gs1
 
-if [ -f "$prefix/lib/pkgconfig/raft.pc" ] && [ -f "$prefix/.built-$debversion" ]; then
+if [ -f "$prefix/lib/pkgconfig/raft.pc" ] && [ -f "$prefix/.built-$debversion+$localfix" ]; then
     exit 0
 fi
 
@@ -65,12 +71,30 @@ if [ ! -d "$src/raft-$version" ]; then
     (cd "$src" && dpkg-source --no-check -x raft_"$debversion".dsc "raft-$version" >/dev/null)
 fi
 
-echo "libraft: configuring and compiling (about half a minute)"
+# libraft 0.22.1 (and upstream at the time of writing), src/legacy.c,
+# takeSnapshotCb: when a snapshot sent by the leader arrived while this node
+# was writing a snapshot of its own, the received one waits in
+# legacy.snapshot_pending. The callback clears that field and then reads it,
+# so it always passes NULL to legacyPersistSnapshotStart, which dereferences
+# it: SIGSEGV. The fix reads the pending request first, then clears it.
+fix_pending_snapshot() {
+    local f=src/legacy.c
+    grep -q 'GeoScale fix: read before clearing' "$f" && return 0
+    perl -0pi -e 's/\n([ \t]*)r->legacy\.snapshot_pending = NULL;\n[ \t]*persist = r->legacy\.snapshot_pending;\n/\n$1persist = r->legacy.snapshot_pending; \/* GeoScale fix: read before clearing *\/\n$1r->legacy.snapshot_pending = NULL;\n/' "$f"
+    if ! grep -q 'GeoScale fix: read before clearing' "$f"; then
+        echo "libraft: the pending-snapshot fix does not apply to $f" >&2
+        exit 1
+    fi
+    echo "libraft: applied the pending-snapshot fix to $f"
+}
+
 cd "$src/raft-$version"
+fix_pending_snapshot
+echo "libraft: configuring and compiling (about half a minute)"
 [ -x configure ] || autoreconf -i >/dev/null 2>&1
 ./configure --quiet --prefix="$prefix" --enable-uv --disable-backtrace \
     --enable-fixture --disable-static >/dev/null
 make -s -j"$(nproc)" >/dev/null 2>&1 || make -j"$(nproc)"
 make -s install >/dev/null
-touch "$prefix/.built-$debversion"
+touch "$prefix/.built-$debversion+$localfix"
 echo "libraft: installed $(PKG_CONFIG_PATH=$prefix/lib/pkgconfig pkg-config --modversion raft) in $prefix"

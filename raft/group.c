@@ -47,6 +47,7 @@
  */
 #include "group.h"
 #include "snapshot_pull.h"
+#include "tcp_nodelay.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -99,6 +100,7 @@ struct group {
     uv_timer_t tick;
 
     struct raft_uv_transport transport;
+    struct tcp_nodelay nodelay; /* wraps transport: TCP_NODELAY on */
     struct raft_io io;
     struct raft_fsm fsm;
     struct raft raft;
@@ -846,13 +848,14 @@ static int group_setup(struct group *g)
         return GS_EIO;
     }
     g->transport.version = 1;
-    g->transport.data = g;
     rv = raft_uv_tcp_init(&g->transport, &g->loop);
     if (rv != 0) {
         snprintf(errmsg, errlen, "raft_uv_tcp_init: %s", raft_strerror(rv));
         return GS_EIO;
     }
-    rv = raft_uv_init(&g->io, &g->loop, g->raft_dir, &g->transport);
+    /* Without TCP_NODELAY, pipelined appends wait for delayed ACKs. */
+    tcp_nodelay_wrap(&g->nodelay, &g->transport);
+    rv = raft_uv_init(&g->io, &g->loop, g->raft_dir, &g->nodelay.outer);
     if (rv != 0) {
         snprintf(errmsg, errlen, "raft_uv_init: %s", g->io.errmsg);
         raft_uv_tcp_close(&g->transport);

@@ -480,7 +480,9 @@ int lc_node_raft_dir(const struct lc_cell *lc, int i, struct lc_raft_dir *out)
     struct dirent *e;
 
     memset(out, 0, sizeof *out);
-    snprintf(path, sizeof path, "%s/raft", lc->c.nodes[i].data_dir);
+    if (snprintf(path, sizeof path, "%s/raft", lc->c.nodes[i].data_dir) >= (int)sizeof path) {
+        return GS_EINVAL;
+    }
     dir = opendir(path);
     if (dir == NULL) {
         fprintf(stderr, "lifecycle: %s: %s\n", path, strerror(errno));
@@ -542,7 +544,9 @@ int lc_node_rocksdb_open(const struct lc_cell *lc, int i, struct lc_rocksdb_open
 
     memset(out, 0, sizeof *out);
     out->open_ms = out->recovery_ms = out->replay_ms = out->flush_ms = -1;
-    snprintf(path, sizeof path, "%s/db/LOG", lc->c.nodes[i].data_dir);
+    if (snprintf(path, sizeof path, "%s/db/LOG", lc->c.nodes[i].data_dir) >= (int)sizeof path) {
+        return GS_EINVAL;
+    }
     f = fopen(path, "r");
     if (f == NULL) {
         return GS_ENOTFOUND;

@@ -57,6 +57,7 @@
 #include "geoscale/client.h"
 #include "geoscale/errors.h"
 #include "net/cluster_config.h"
+#include "raft/defaults.h"
 
 #define EXIT_OK 0
 #define EXIT_FAILED 1
@@ -1109,8 +1110,8 @@ static int run_up(const struct subcommand *sc, const char *const *values, bool j
     jset(metadata, "standbys", standbys);
     jset(root, "metadata", metadata);
     json_t *raft = jcheck(json_object());
-    jset(raft, "election_timeout_ms", json_integer(1000));
-    jset(raft, "heartbeat_timeout_ms", json_integer(100));
+    jset(raft, "election_timeout_ms", json_integer(GROUP_DEFAULT_ELECTION_TIMEOUT_MS));
+    jset(raft, "heartbeat_timeout_ms", json_integer(GROUP_DEFAULT_HEARTBEAT_TIMEOUT_MS));
     jset(root, "raft", raft);
     rv = write_cluster_file(sc->name, &d, root);
     json_decref(root);

@@ -32,6 +32,7 @@
 #include <uv.h>
 
 #include "../engine/log.h"
+#include "../raft/defaults.h"
 #include "geoscale/errors.h"
 
 #define CONFIG_FILE_MAX (1024 * 1024)
@@ -404,9 +405,10 @@ int config_read_raft(struct config_parser *p, json_t *root, struct config_raft *
                             &r->snapshot_trailing)) != 0) {
         return rv;
     }
-    /* The group's defaults are 1000 and 100 ms. */
-    unsigned election = r->election_timeout_ms != 0 ? r->election_timeout_ms : 1000;
-    unsigned heartbeat = r->heartbeat_timeout_ms != 0 ? r->heartbeat_timeout_ms : 100;
+    unsigned election =
+        r->election_timeout_ms != 0 ? r->election_timeout_ms : GROUP_DEFAULT_ELECTION_TIMEOUT_MS;
+    unsigned heartbeat =
+        r->heartbeat_timeout_ms != 0 ? r->heartbeat_timeout_ms : GROUP_DEFAULT_HEARTBEAT_TIMEOUT_MS;
     if (heartbeat >= election) {
         return config_fail(p, "raft.heartbeat_timeout_ms",
                            "must be less than the election timeout (%u ms), got %u", election,

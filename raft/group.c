@@ -46,6 +46,7 @@
  * kept long enough that ordinary lag and restarts never need that.
  */
 #include "group.h"
+#include "defaults.h"
 #include "snapshot_pull.h"
 #include "tcp_nodelay.h"
 
@@ -1030,8 +1031,8 @@ int group_start(const struct group_config *cfg, struct group **out, char *errmsg
     if (g->cfg.field == 0) {   \
         g->cfg.field = value;  \
     }
-    DEFAULT(election_timeout_ms, 1000);
-    DEFAULT(heartbeat_timeout_ms, 100);
+    DEFAULT(election_timeout_ms, GROUP_DEFAULT_ELECTION_TIMEOUT_MS);
+    DEFAULT(heartbeat_timeout_ms, GROUP_DEFAULT_HEARTBEAT_TIMEOUT_MS);
     DEFAULT(snapshot_threshold, 4096);
     DEFAULT(snapshot_trailing, 8192);
     DEFAULT(max_batch_commands, 512);

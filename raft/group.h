@@ -62,8 +62,8 @@ struct group_config {
     void *sm;                         /* used only by the group thread once
                                          started; closed by the caller after
                                          group_stop() */
-    unsigned election_timeout_ms;     /* 0 = 1000 */
-    unsigned heartbeat_timeout_ms;    /* 0 = 100 */
+    unsigned election_timeout_ms;     /* 0 = GROUP_DEFAULT_... (defaults.h) */
+    unsigned heartbeat_timeout_ms;    /* 0 = GROUP_DEFAULT_... (defaults.h) */
     unsigned snapshot_threshold;      /* 0 = 4096 entries */
     unsigned snapshot_trailing;       /* 0 = 8192 entries */
     unsigned max_batch_commands;      /* 0 = 512 per entry */

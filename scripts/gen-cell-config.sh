@@ -69,7 +69,7 @@ for n in 1 2 3; do
   "peers": [
 $peers  ],
   "username_hash_key": "$key",
-  "raft": {"election_timeout_ms": 1000, "heartbeat_timeout_ms": 100}
+  "raft": {"election_timeout_ms": 500, "heartbeat_timeout_ms": 50}
 }
 EOF
     mv "$out.tmp" "$out"

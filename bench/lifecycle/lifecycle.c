@@ -40,6 +40,7 @@
 #include <jansson.h>
 
 #include "harness.h"
+#include "raft/defaults.h"
 #include "lc_cell.h"
 #include "lc_load.h"
 #include "lc_writer.h"
@@ -50,8 +51,8 @@
 
 /* The engine's defaults when the config leaves a raft key out (raft/group.c
  * group_start, net/config.h). Reported as such; never written. */
-#define ENGINE_ELECTION_MS 1000
-#define ENGINE_HEARTBEAT_MS 100
+#define ENGINE_ELECTION_MS GROUP_DEFAULT_ELECTION_TIMEOUT_MS
+#define ENGINE_HEARTBEAT_MS GROUP_DEFAULT_HEARTBEAT_TIMEOUT_MS
 #define ENGINE_SNAPSHOT_THRESHOLD 4096
 #define ENGINE_SNAPSHOT_TRAILING 8192
 

@@ -1,7 +1,7 @@
 /*
  * geoscale: the command-line client of GeoScale.
  *
- *   geoscale [--nodes ADDR[,ADDR...]] [--timeout MS] [--json] COMMAND [ARGS]
+ *   geoscale [--nodes ADDR[,ADDR...]] [--timeout MS] [--json] [--pin] COMMAND [ARGS]
  *
  * Every command is one row of the `commands` table below: its name, its
  * flags, its positional arguments and the function that runs it. One parser
@@ -19,7 +19,9 @@
  *   taken from geoscale.proto so that they never change by accident.
  *
  * Requests go through the blocking client (gs_sync_*), which follows the
- * cell leader and retries retryable failures within --timeout. The cell
+ * cell leader and route hints to the user's home cell, and retries
+ * retryable failures within --timeout; with --pin, only the first node of
+ * --nodes is asked, once, and its answer is printed as it is. The cell
  * commands (`cell status`, `cell digest`) instead ask every node of --nodes
  * over its own pinned connection, because their answer is per node.
  *
@@ -98,6 +100,7 @@ struct cli {
     size_t n_seeds;
     unsigned timeout_ms;
     bool json;
+    bool pin;
     gs_sync *client;
 };
 
@@ -240,13 +243,15 @@ static int parse_enum(const struct command *cmd, const char *flag, const char *s
 /* ------------------------------------------------------------- arguments */
 
 /* Indexes into global_flags (and the values parsed for them). */
-enum { GLOBAL_NODES, GLOBAL_TIMEOUT, GLOBAL_JSON, GLOBAL_HELP, N_GLOBAL };
+enum { GLOBAL_NODES, GLOBAL_TIMEOUT, GLOBAL_JSON, GLOBAL_PIN, GLOBAL_HELP, N_GLOBAL };
 
 static const struct flag global_flags[N_GLOBAL + 1] = {
     {"nodes", "ADDR[,ADDR...]",
      "nodes to talk to (default: $GEOSCALE_NODES, else " DEFAULT_NODES ")"},
     {"timeout", "MS", "per-command deadline in milliseconds, retries included (default 5000)"},
     {"json", NULL, "print results as JSON, one document per line"},
+    {"pin", NULL,
+     "ask only the first node of --nodes, once: no leader or route following, no retry"},
     {"help", NULL, "show help and exit"},
     {NULL, NULL, NULL},
 };
@@ -301,7 +306,7 @@ static void print_command_help(const struct command *cmd)
         printf("\nOptions:\n");
         print_flags(stdout, cmd->flags);
     }
-    printf("\nGlobal options (see 'geoscale --help'): --nodes, --timeout, --json.\n");
+    printf("\nGlobal options (see 'geoscale --help'): --nodes, --timeout, --json, --pin.\n");
 }
 
 /*
@@ -431,7 +436,8 @@ static int cli_call(struct cli *cli, uint16_t method, const ProtobufCMessage *re
 
     *resp = NULL;
     if (cli->client == NULL) {
-        struct gs_client_options opts = {.timeout_ms = cli->timeout_ms};
+        struct gs_client_options opts = {
+            .timeout_ms = cli->timeout_ms, .pin = cli->pin, .no_retry = cli->pin};
         rv = gs_sync_open(cli->seeds, cli->n_seeds, &opts, &cli->client);
         if (rv != 0) {
             return rv;
@@ -1622,9 +1628,10 @@ int main(int argc, char **argv)
     }
     /* `geoscale cluster ...` runs local clusters: cmd/cli_cluster.c. */
     if (strcmp(argv[i], "cluster") == 0) {
-        if (g_values[GLOBAL_NODES] != NULL) {
-            return usage_error(NULL, "--nodes does not apply to 'cluster' (it reads "
-                                     "DIR/cluster.json)");
+        if (g_values[GLOBAL_NODES] != NULL || g_values[GLOBAL_PIN] != NULL) {
+            return usage_error(NULL, "--%s does not apply to 'cluster' (it reads "
+                                     "DIR/cluster.json)",
+                               g_values[GLOBAL_NODES] != NULL ? "nodes" : "pin");
         }
         return cli_cluster_main(argc - i, argv + i, g_values[GLOBAL_JSON] != NULL,
                                 g_values[GLOBAL_TIMEOUT]);
@@ -1686,6 +1693,7 @@ int main(int argc, char **argv)
         cli.timeout_ms = (unsigned)ms;
     }
     cli.json = g_values[GLOBAL_JSON] != NULL;
+    cli.pin = g_values[GLOBAL_PIN] != NULL;
 
     rv = cmd->run(&cli, &a);
     if (fflush(stdout) != 0 || ferror(stdout)) {

@@ -332,12 +332,14 @@ show --nodes "$eu" user create --username emil --display-name "Emil (eu)" --emai
     die "signup in eu failed"
 emil=$(field user_id)
 
-heading "12. follow across regions (ids only cross), and a PII read from abroad is refused"
+heading "12. follow across regions (ids only cross); PII never crosses a region"
 show --nodes "$eu" follow "$emil" "$dana" || die "cross-region follow failed"
 rc=0
-show --nodes "$eu" user get "$dana" || rc=$?
+show --pin --nodes "$eu" user get "$dana" || rc=$?
 [ "$rc" -ne 0 ] || die "a PII read of a us-east user was served in eu"
-echo "-> dana's profile is not served by an eu node: the client must ask us-east"
+echo "-> an eu node does not serve dana's profile: WRONG_CELL, with a route hint"
+show --nodes "$eu" user get "$dana" || die "the client did not follow the route hint"
+echo "-> without --pin the client follows the hint to dana's cell in us-east"
 
 heading "13. dana's plan changes in us-east; asia reads it from its local metadata replica"
 show --nodes "$us_east" user update "$dana" --plan pro >/dev/null || die "update failed"

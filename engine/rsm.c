@@ -45,8 +45,19 @@ static int rocks_error(const struct rsm *r, char *err)
 
 /* ---------------------------------------------------------------- lifecycle */
 
+/* Wait until no digest reads the DB (rsm_digest_run). */
+static void rsm_wait_digests(struct rsm *r)
+{
+    pthread_mutex_lock(&r->digest_lock);
+    while (r->digests_running > 0) {
+        pthread_cond_wait(&r->digest_done, &r->digest_lock);
+    }
+    pthread_mutex_unlock(&r->digest_lock);
+}
+
 static void rsm_free(struct rsm *r)
 {
+    rsm_wait_digests(r);
     if (r->db != NULL) {
         rocksdb_close(r->db);
         r->db = NULL;
@@ -71,6 +82,8 @@ static void rsm_free(struct rsm *r)
     r->db_path = NULL;
     r->applied_index = 0;
     r->in_entry = false;
+    pthread_cond_destroy(&r->digest_done);
+    pthread_mutex_destroy(&r->digest_lock);
 }
 
 /* Write the schema and identity of a new, empty DB (synced). */
@@ -191,6 +204,8 @@ int rsm_open(struct rsm *r, const struct rsm_options *opts, char *errmsg, size_t
     }
     errmsg[0] = '\0';
     memset(r, 0, sizeof *r);
+    pthread_mutex_init(&r->digest_lock, NULL);
+    pthread_cond_init(&r->digest_done, NULL);
     if (opts == NULL || opts->db_path == NULL || opts->db_path[0] == '\0') {
         snprintf(errmsg, errmsg_len, "db_path: required");
         return GS_EINVAL;
@@ -722,14 +737,15 @@ static void digest_put(crypto_generichash_state *st, const char *p, size_t n)
 
 /* 'S' applied_index is excluded: it is node-local bookkeeping (a replica that
  * consumed extra non-command entries has the same data). */
-int rsm_digest(struct rsm *r, uint8_t digest[32], uint64_t *n_keys)
+static int digest_scan(struct rsm *r, const rocksdb_readoptions_t *ro, uint8_t digest[32],
+                       uint64_t *n_keys)
 {
     crypto_generichash_state st;
     uint64_t n = 0;
     int rv;
 
     crypto_generichash_init(&st, NULL, 0, 32);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(r->db, r->readopts);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(r->db, ro);
     for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
         size_t klen = 0, vlen = 0;
         const char *k = rocksdb_iter_key(it, &klen);
@@ -751,6 +767,43 @@ int rsm_digest(struct rsm *r, uint8_t digest[32], uint64_t *n_keys)
     return 0;
 }
 
+int rsm_digest(struct rsm *r, uint8_t digest[32], uint64_t *n_keys)
+{
+    return digest_scan(r, r->readopts, digest, n_keys);
+}
+
+int rsm_digest_begin(struct rsm *r, struct rsm_digest_job *job)
+{
+    memset(job, 0, sizeof *job);
+    job->readopts = rocksdb_readoptions_create();
+    if (job->readopts == NULL) {
+        return GS_ENOMEM;
+    }
+    job->r = r;
+    job->snapshot = rocksdb_create_snapshot(r->db);
+    rocksdb_readoptions_set_snapshot(job->readopts, job->snapshot);
+    /* Nothing applies between the snapshot and this read: same thread. */
+    job->applied_index = r->applied_index;
+    pthread_mutex_lock(&r->digest_lock);
+    r->digests_running++;
+    pthread_mutex_unlock(&r->digest_lock);
+    return 0;
+}
+
+void rsm_digest_run(struct rsm_digest_job *job)
+{
+    struct rsm *r = job->r;
+    job->status = digest_scan(r, job->readopts, job->digest, &job->n_keys);
+    rocksdb_readoptions_destroy(job->readopts);
+    rocksdb_release_snapshot(r->db, job->snapshot);
+    job->readopts = NULL;
+    job->snapshot = NULL;
+    pthread_mutex_lock(&r->digest_lock);
+    r->digests_running--;
+    pthread_cond_broadcast(&r->digest_done);
+    pthread_mutex_unlock(&r->digest_lock);
+}
+
 /* ---------------------------------------------------------------- checkpoint hooks */
 
 void rsm_detach(struct rsm *r)
@@ -759,6 +812,7 @@ void rsm_detach(struct rsm *r)
     if (r->db == NULL) {
         return;
     }
+    rsm_wait_digests(r);
     if (rsm_sync(r) != 0) {
         log_error(r->kind, "event=close_sync_failed %s=%" PRIu64, r->kind, r->identity);
     }

@@ -38,6 +38,7 @@
 #ifndef GS_ENGINE_RSM_H
 #define GS_ENGINE_RSM_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -71,6 +72,23 @@ struct rsm {
     const char *identity_key;
     uint64_t identity;
     uint64_t schema_version;
+    /* Digests running off the owner's thread (rsm_digest_begin): close and
+     * detach wait for them, since they read the DB through a snapshot. */
+    pthread_mutex_t digest_lock;
+    pthread_cond_t digest_done;
+    unsigned digests_running;
+};
+
+/* A digest computed on another thread over a RocksDB snapshot taken by
+ * rsm_digest_begin(): the state and applied index of that moment. */
+struct rsm_digest_job {
+    struct rsm *r;
+    const rocksdb_snapshot_t *snapshot;
+    rocksdb_readoptions_t *readopts;
+    uint64_t applied_index; /* at begin */
+    uint8_t digest[32];     /* results of rsm_digest_run() */
+    uint64_t n_keys;
+    int status;
 };
 
 /* ---------------------------------------------------------------- lifecycle */
@@ -231,6 +249,17 @@ int rsm_apply_entry(struct rsm *r, uint64_t index, const void *entry, size_t len
  * len32be(key) || key || len32be(value) || value; *n_keys the count. Reads
  * the DB (not a pending batch). 0 or GS_EIO. */
 int rsm_digest(struct rsm *r, uint8_t digest[32], uint64_t *n_keys);
+
+/*
+ * The same digest without holding the owner's thread for the whole scan (a
+ * million users take seconds, longer than an election timeout): begin, on
+ * the owner's thread, takes a RocksDB snapshot and the applied index; run,
+ * on any thread, scans the snapshot into job->digest/n_keys/status and
+ * releases it. Until run returns, rsm_close() and rsm_detach() wait. begin
+ * returns 0 or GS_ENOMEM (then run must not be called).
+ */
+int rsm_digest_begin(struct rsm *r, struct rsm_digest_job *job);
+void rsm_digest_run(struct rsm_digest_job *job);
 
 /* ---------------------------------------------------------------- checkpoint hooks */
 

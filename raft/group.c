@@ -614,20 +614,14 @@ static void group_maybe_barrier(struct group *g)
 
 /* ------------------------------------------------------------ local methods */
 
-static void group_state_digest(struct group *g, struct group_request *req)
+static void group_digest_reply(struct group *g, struct group_request *req, uint64_t applied_index,
+                               uint8_t digest[32], uint64_t n_keys)
 {
-    uint8_t digest[32];
-    uint64_t n_keys = 0;
-    int rv = g->cfg.ops->digest(g->cfg.sm, digest, &n_keys);
-    if (rv != 0) {
-        req_complete(g, req, rv);
-        return;
-    }
     Geoscale__StateDigestResponse resp = GEOSCALE__STATE_DIGEST_RESPONSE__INIT;
     resp.node_id = g->cfg.node_id;
-    resp.applied_index = g->cfg.ops->applied_index(g->cfg.sm);
+    resp.applied_index = applied_index;
     resp.digest.data = digest;
-    resp.digest.len = sizeof digest;
+    resp.digest.len = 32;
     resp.keys = n_keys;
     size_t len = geoscale__state_digest_response__get_packed_size(&resp);
     req->result.body = malloc(len);
@@ -637,6 +631,63 @@ static void group_state_digest(struct group *g, struct group_request *req)
     }
     req->result.len = geoscale__state_digest_response__pack(&resp, req->result.body);
     req_complete(g, req, 0);
+}
+
+/* A digest scanned on libuv's thread pool: the scan of a large state takes
+ * seconds, which on the group's thread would stall heartbeats and cost
+ * elections. */
+struct digest_work {
+    uv_work_t work;
+    struct group *g;
+    struct group_request *req;
+    struct rsm_digest_job job;
+};
+
+static void digest_work_cb(uv_work_t *w)
+{
+    struct digest_work *dw = w->data;
+    rsm_digest_run(&dw->job);
+}
+
+static void digest_after_cb(uv_work_t *w, int status)
+{
+    struct digest_work *dw = w->data;
+    (void)status; /* never cancelled */
+    if (dw->job.status != 0) {
+        req_complete(dw->g, dw->req, dw->job.status);
+    } else {
+        group_digest_reply(dw->g, dw->req, dw->job.applied_index, dw->job.digest,
+                           dw->job.n_keys);
+    }
+    free(dw);
+}
+
+static void group_state_digest(struct group *g, struct group_request *req)
+{
+    struct rsm *r = g->cfg.ops->rsm != NULL ? g->cfg.ops->rsm(g->cfg.sm) : NULL;
+    if (r != NULL) {
+        struct digest_work *dw = calloc(1, sizeof *dw);
+        if (dw == NULL || rsm_digest_begin(r, &dw->job) != 0) {
+            free(dw);
+            req_complete(g, req, GS_ENOMEM);
+            return;
+        }
+        dw->work.data = dw;
+        dw->g = g;
+        dw->req = req;
+        int rv = uv_queue_work(&g->loop, &dw->work, digest_work_cb, digest_after_cb);
+        assert(rv == 0); /* fails only for a NULL callback */
+        (void)rv;
+        return;
+    }
+    uint8_t digest[32];
+    uint64_t n_keys = 0;
+    int rv = g->cfg.ops->digest(g->cfg.sm, digest, &n_keys);
+    if (rv != 0) {
+        req_complete(g, req, rv);
+        return;
+    }
+    group_digest_reply(g, req, g->cfg.ops->applied_index(g->cfg.sm), digest, n_keys);
 }
 
 /* ------------------------------------------------------------ inbox */

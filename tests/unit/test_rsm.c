@@ -2,6 +2,7 @@
  * Unit tests of the replicated-state-machine base (engine/rsm.h) over a real
  * RocksDB in a mkdtemp directory under /tmp (removed afterwards).
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -343,6 +344,43 @@ static void test_digest_excludes_applied_index(void **state)
     b = digest(&g);
     assert_memory_not_equal(a.d, b.d, 32);
     rsm_close(&g.r);
+}
+
+/* A digest begun before more entries are applied, and scanned on another
+ * thread afterwards, is the digest of the state at its beginning; close
+ * waits for a scan still running. */
+static void *digest_thread(void *arg)
+{
+    rsm_digest_run(arg);
+    return NULL;
+}
+
+static void test_digest_off_thread(void **state)
+{
+    struct fx *f = *state;
+    struct rsm_digest_job job;
+    pthread_t t;
+    put_entry(f, 1, 1, 100);
+    struct digest before = digest(f);
+    uint64_t applied = rsm_applied_index(&f->r);
+    assert_int_equal(rsm_digest_begin(&f->r, &job), 0);
+    assert_int_equal(job.applied_index, applied);
+    put_entry(f, 2, 2, 200); /* after the snapshot */
+    struct digest after = digest(f);
+    assert_memory_not_equal(before.d, after.d, 32);
+    assert_int_equal(pthread_create(&t, NULL, digest_thread, &job), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(job.status, 0);
+    assert_int_equal(job.n_keys, before.n);
+    assert_memory_equal(job.digest, before.d, 32);
+    /* A scan still running when the DB closes: the close waits for it. */
+    assert_int_equal(rsm_digest_begin(&f->r, &job), 0);
+    assert_int_equal(pthread_create(&t, NULL, digest_thread, &job), 0);
+    rsm_close(&f->r);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(job.status, 0);
+    assert_memory_equal(job.digest, after.d, 32);
+    open_at(f, GROUP); /* for the teardown */
 }
 
 /* ---------------------------------------------------------------- idempotency */
@@ -772,6 +810,7 @@ int main(void)
         T(test_read_your_writes),
         T(test_get_msg_and_corrupt),
         T(test_digest_excludes_applied_index),
+        T(test_digest_off_thread),
         T(test_results),
         T(test_results_expire),
         T(test_detach_attach),

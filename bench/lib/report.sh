@@ -142,10 +142,10 @@ if [ -n "$floors" ]; then
         done
     done
     echo
-    echo "raft-probe without TCP_NODELAY runs the connections as raft_uv_tcp makes them"
-    echo "(and GeoScale's groups use them): Nagle's algorithm on, so pipelined entries"
-    echo "of about a kilobyte can wait for the peer's delayed ACK (~40 ms); the"
-    echo "TCP_NODELAY rows set it through a transport wrapping raft_uv_tcp."
+    echo "raft-probe without TCP_NODELAY runs the connections as raft_uv_tcp makes them:"
+    echo "Nagle's algorithm on, so pipelined entries of about a kilobyte can wait for"
+    echo "the peer's delayed ACK (~40 ms). The TCP_NODELAY rows use GeoScale's"
+    echo "transport wrapper (raft/tcp_nodelay.c), which GeoScale's groups run with."
     echo
     echo "db_bench reports no latency percentiles in this configuration; its"
     echo "ops/s count puts (a batch of 64 counts 64)."

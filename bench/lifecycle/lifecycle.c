@@ -112,8 +112,8 @@ static void usage(FILE *f)
 "--connections connections; progress with users/s and ETA), waits until the\n"
 "three replicas converge (same leader and applied index in CellStatus; the\n"
 "state digests are compared only after the load and at the end, each\n"
-"StateDigest call timed, because it scans the whole database on the node's\n"
-"raft thread), then reports for every node: VmRSS and VmHWM\n"
+"StateDigest call timed, because it scans the whole database (on a worker\n"
+"thread, over a RocksDB snapshot)), then reports for every node: VmRSS and VmHWM\n"
 "(/proc/PID/status) before and after the load, on-disk bytes of its data\n"
 "directory by part (db/ = RocksDB, raft/ = raft log and snapshot manifests,\n"
 "checkpoints/, incoming/), and bytes per user. Then it restarts nodes, one\n"
@@ -1393,8 +1393,8 @@ static int run_restart(const struct options *o, struct lc_cell *lc, FILE *out)
             (unsigned long long)term_before, (unsigned long long)term_after,
             (unsigned long long)term_after_digest);
     fprintf(h,
-            "state digests after the load: %s, StateDigest call %.0f/%.0f/%.0f ms (a full scan on "
-            "the node's raft loop thread)\n",
+            "state digests after the load: %s, StateDigest call %.0f/%.0f/%.0f ms (a full scan of "
+            "a RocksDB snapshot on a worker thread)\n",
             dg_load.match ? "equal" : "DIFFER", dg_load.ms[0], dg_load.ms[1], dg_load.ms[2]);
     if (dg_end.done) {
         fprintf(h, "state digests at the end: %s\n", dg_end.match ? "equal" : "DIFFER");

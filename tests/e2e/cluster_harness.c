@@ -1057,3 +1057,31 @@ int mr_scan_tree(const char *root, const uint8_t *needle, size_t len, mr_scan_hi
     }
     return 0;
 }
+
+int mr_fixture_new(void **state, const char *name, const char *const *regions, int n_regions,
+                   int cells_per_region, int compression)
+{
+    struct mr_cluster *c = calloc(1, sizeof *c);
+    *state = NULL;
+    if (c == NULL) {
+        return -1;
+    }
+    if (mr_init(c, name, regions, n_regions, cells_per_region, compression) != 0) {
+        mr_destroy(c);
+        free(c);
+        return -1;
+    }
+    *state = c;
+    return 0;
+}
+
+int mr_fixture_free(void **state)
+{
+    struct mr_cluster *c = *state;
+    if (c != NULL) {
+        mr_destroy(c);
+        free(c);
+        *state = NULL;
+    }
+    return 0;
+}

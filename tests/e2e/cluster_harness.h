@@ -210,6 +210,12 @@ void mr_dump_logs(const struct mr_cluster *c, int lines);
  * dump the logs. Safe on a zeroed or partly initialised cluster. */
 void mr_destroy(struct mr_cluster *c);
 
+/* cmocka fixtures: *state = a new cluster set up by mr_init() (0), or -1
+ * with nothing left behind; and its mr_destroy() and free. */
+int mr_fixture_new(void **state, const char *name, const char *const *regions, int n_regions,
+                   int cells_per_region, int compression);
+int mr_fixture_free(void **state);
+
 /* ------------------------------------------------------------------ scans */
 
 /*

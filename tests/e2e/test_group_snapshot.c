@@ -69,24 +69,13 @@ static int set_snapshot_knobs(struct mr_cluster *c)
 
 static int setup(void **state)
 {
-    struct mr_cluster *c = calloc(1, sizeof *c);
-    if (c == NULL) {
+    if (mr_fixture_new(state, "group_snapshot", regions, N_REGIONS, 1, 1) != 0) {
         return -1;
     }
-    *state = c;
-    if (mr_init(c, "group_snapshot", regions, N_REGIONS, 1, 1) != 0 || set_snapshot_knobs(c) != 0) {
-        mr_destroy(c);
-        free(c);
+    if (set_snapshot_knobs(*state) != 0) {
+        mr_fixture_free(state);
         return -1;
     }
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct mr_cluster *c = *state;
-    mr_destroy(c);
-    free(c);
     return 0;
 }
 
@@ -331,7 +320,7 @@ int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_group_snapshot, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_snapshot, setup, mr_fixture_free),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -52,25 +52,7 @@ struct want {
 
 static int setup(void **state)
 {
-    struct mr_cluster *c = calloc(1, sizeof *c);
-    if (c == NULL) {
-        return -1;
-    }
-    *state = c;
-    if (mr_init(c, "metadata_everywhere", regions, N_REGIONS, 1, 1) != 0) {
-        mr_destroy(c);
-        free(c);
-        return -1;
-    }
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct mr_cluster *c = *state;
-    mr_destroy(c);
-    free(c);
-    return 0;
+    return mr_fixture_new(state, "metadata_everywhere", regions, N_REGIONS, 1, 1);
 }
 
 /* One pinned connection per node, kept across polls. */
@@ -363,7 +345,7 @@ static void test_metadata_everywhere(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_metadata_everywhere, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_metadata_everywhere, setup, mr_fixture_free),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, NULL, NULL);

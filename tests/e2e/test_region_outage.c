@@ -461,25 +461,7 @@ static void probe_dark_users(int dark, int n_users, const char *const *seeds, si
 
 static int setup(void **state)
 {
-    struct mr_cluster *c = calloc(1, sizeof *c);
-    if (c == NULL) {
-        return -1;
-    }
-    *state = c;
-    if (mr_init(c, "region_outage", regions, N_REGIONS, 1, 1) != 0) {
-        mr_destroy(c);
-        free(c);
-        return -1;
-    }
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct mr_cluster *c = *state;
-    mr_destroy(c);
-    free(c);
-    return 0;
+    return mr_fixture_new(state, "region_outage", regions, N_REGIONS, 1, 1);
 }
 
 static int meta_home_is(void *arg, const Geoscale__UserMetadata *m)
@@ -864,7 +846,7 @@ static void test_region_outage(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_region_outage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_region_outage, setup, mr_fixture_free),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -245,25 +245,7 @@ static void scan_data_dirs(struct mr_cluster *c, struct user *users, const char 
 
 static int setup(void **state)
 {
-    struct mr_cluster *c = calloc(1, sizeof *c);
-    if (c == NULL) {
-        return -1;
-    }
-    *state = c;
-    if (mr_init(c, "residency", regions, N_REGIONS, 1, 0) != 0) {
-        mr_destroy(c);
-        free(c);
-        return -1;
-    }
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct mr_cluster *c = *state;
-    mr_destroy(c);
-    free(c);
-    return 0;
+    return mr_fixture_new(state, "residency", regions, N_REGIONS, 1, 0);
 }
 
 static void test_residency(void **state)
@@ -516,7 +498,7 @@ static void test_residency(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_residency, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_residency, setup, mr_fixture_free),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, NULL, NULL);

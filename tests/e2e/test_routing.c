@@ -45,25 +45,7 @@ struct user {
 
 static int setup(void **state)
 {
-    struct mr_cluster *c = calloc(1, sizeof *c);
-    if (c == NULL) {
-        return -1;
-    }
-    *state = c;
-    if (mr_init(c, "routing", regions, N_REGIONS, 1, 1) != 0) {
-        mr_destroy(c);
-        free(c);
-        return -1;
-    }
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct mr_cluster *c = *state;
-    mr_destroy(c);
-    free(c);
-    return 0;
+    return mr_fixture_new(state, "routing", regions, N_REGIONS, 1, 1);
 }
 
 /* An unpinned application client seeded with every node of region r. */
@@ -223,7 +205,7 @@ static void test_client_follows_home_cells(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_client_follows_home_cells, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_client_follows_home_cells, setup, mr_fixture_free),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,6 +23,7 @@
 #include <rocksdb/c.h>
 #include <sodium.h>
 
+#include "checkpoint_pull.h"
 #include "engine/cell_fsm.h"
 #include "engine/checkpoint.h"
 #include "engine/directory_fsm.h"
@@ -445,46 +446,6 @@ static void tick(struct fx *f)
 
 /* ---------------------------------------------------------------- checkpoints */
 
-/* Receive the checkpoint `info` of root into incoming, 4 KiB at a time, as a
- * peer's transfer would; with corrupt, one byte of the largest received file
- * is then flipped on disk. Returns what verification says; *out is the
- * receiver (the caller frees it). */
-static int receive_checkpoint(const char *root, const struct checkpoint_info *info,
-                              const char *incoming, bool corrupt, struct checkpoint_receiver **out)
-{
-    char err[256] = "";
-    uint8_t buf[4096];
-    const char *name = NULL;
-    uint64_t offset = 0;
-    assert_int_equal(checkpoint_receive_begin(incoming, info, out, err, sizeof err), 0);
-    while (checkpoint_receive_next(*out, &name, &offset)) {
-        size_t got = 0;
-        assert_int_equal(
-            checkpoint_read_chunk(root, info->applied_index, name, offset, buf, sizeof buf, &got),
-            0);
-        assert_true(got > 0);
-        assert_int_equal(checkpoint_receive_write(*out, name, offset, buf, got, err, sizeof err),
-                         0);
-    }
-    if (corrupt) {
-        size_t big = 0;
-        for (size_t i = 1; i < info->n_files; i++) {
-            big = info->files[i].size > info->files[big].size ? i : big;
-        }
-        char path[512];
-        snprintf(path, sizeof path, "%s/%s", incoming, info->files[big].name);
-        FILE *fp = fopen(path, "r+b");
-        assert_non_null(fp);
-        long at = (long)(info->files[big].size / 2);
-        assert_int_equal(fseek(fp, at, SEEK_SET), 0);
-        int c = fgetc(fp);
-        assert_true(c != EOF);
-        assert_int_equal(fseek(fp, at, SEEK_SET), 0);
-        assert_int_equal(fputc(c ^ 0x20, fp), c ^ 0x20);
-        assert_int_equal(fclose(fp), 0);
-    }
-    return checkpoint_receive_verify(*out, err, sizeof err);
-}
 
 /* A directory replica's checkpoint: made, pulled, verified and installed
  * into a fresh replica, which then has the same state; a corrupted file is

@@ -14,4 +14,11 @@
 #define GROUP_DEFAULT_ELECTION_TIMEOUT_MS 500
 #define GROUP_DEFAULT_HEARTBEAT_TIMEOUT_MS 50
 
+/* How long a leader waits for a follower's answer to a snapshot before it
+ * sends it again (libraft's default is 30 s). A follower whose answer is
+ * lost (seen when a snapshot arrives while it takes its own) would stay
+ * behind that long; a resend costs one manifest, and a follower that has
+ * installed it already skips it. */
+#define GROUP_INSTALL_SNAPSHOT_TIMEOUT_MS 5000
+
 #endif /* GS_RAFT_DEFAULTS_H */

@@ -963,6 +963,7 @@ static int group_setup(struct group *g)
     raft_set_snapshot_threshold(&g->raft, g->cfg.snapshot_threshold);
     raft_set_snapshot_trailing(&g->raft, g->cfg.snapshot_trailing);
     raft_set_pre_vote(&g->raft, true);
+    raft_set_install_snapshot_timeout(&g->raft, GROUP_INSTALL_SNAPSHOT_TIMEOUT_MS);
 
     rv = raft_start(&g->raft);
     if (rv != 0) {

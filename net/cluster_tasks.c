@@ -181,12 +181,17 @@ static gs_client *tasks_metadata(struct cluster_tasks *t)
     return tasks_group_client(t, CLUSTER_GROUP_METADATA, &t->metadata);
 }
 
-/* Region and members of a cell: from the topology file, else as learned
- * from the directory. Returns 0 or GS_ENOTFOUND (then a refresh of the
- * learned cells is due at once). */
+/* Region, members and leader hint of a cell: from the route cache (cells
+ * learned from the directory, and those of the topology file once used,
+ * with the leader their responses named), else from the topology file,
+ * which then fills the cache. Returns 0 or GS_ENOTFOUND (then a refresh of
+ * the learned cells is due at once). */
 static int tasks_cell_info(struct cluster_tasks *t, uint32_t cell_id, struct route_cell *out)
 {
     const struct cluster_config *cc = t->srv->cluster;
+    if (route_cache_get_cell(t->routes, cell_id, out) == 0) {
+        return 0;
+    }
     if (cluster_config_find_cell(cc, cell_id) != NULL) {
         struct cluster_member members[CLUSTER_GROUP_MAX_MEMBERS];
         size_t n = 0;
@@ -204,9 +209,8 @@ static int tasks_cell_info(struct cluster_tasks *t, uint32_t cell_id, struct rou
                      members[i].client_address);
             out->n_members++;
         }
-        return 0;
-    }
-    if (route_cache_get_cell(t->routes, cell_id, out) == 0) {
+        out->directory_version = route_cache_version(t->routes);
+        route_cache_put_cell(t->routes, out);
         return 0;
     }
     t->next_learn_ms = 0;
@@ -607,6 +611,7 @@ static void tasks_wrong_region(struct cluster_tasks *t, struct server_request *r
     Geoscale__Member members[8];
     Geoscale__Member *ptrs[8];
     size_t n = 0;
+    uint64_t hint_leader = 0;
     struct route_cell cell;
     if (cell_id != 0 && tasks_cell_info(t, cell_id, &cell) == 0) {
         for (unsigned i = 0; i < cell.n_members && n < 8; i++) {
@@ -617,6 +622,7 @@ static void tasks_wrong_region(struct cluster_tasks *t, struct server_request *r
             n++;
         }
         r = -1; /* the cell's members only */
+        hint_leader = cell.leader_id;
     }
     for (size_t i = 0; i < cc->n_nodes && n < 8 && r >= 0; i++) {
         if (cc->nodes[i].region == (size_t)r) {
@@ -630,6 +636,7 @@ static void tasks_wrong_region(struct cluster_tasks *t, struct server_request *r
     Geoscale__RouteHint hint = GEOSCALE__ROUTE_HINT__INIT;
     hint.user_id = user_id;
     hint.cell_id = cell_id;
+    hint.leader_id = hint_leader;
     hint.region = (char *)region;
     hint.n_members = n;
     hint.members = ptrs;
@@ -858,6 +865,7 @@ struct routed {
     struct cluster_tasks *t;
     struct server_request *req;
     uint64_t user_id;
+    uint32_t cell_id; /* where it was sent */
 };
 
 static bool method_carries_pii(uint32_t method)
@@ -878,6 +886,10 @@ static void routed_answer_cb(int status, uint32_t leader_id, const uint8_t *body
                              void *data)
 {
     struct routed *r = data;
+    if (leader_id != 0) {
+        /* The cell's leader, for route hints and the cache's readers. */
+        route_cache_set_leader(r->t->routes, r->cell_id, leader_id);
+    }
     tasks_finish(r->t->srv, r->req, status, leader_id, body, len);
     free(r);
 }
@@ -907,6 +919,7 @@ static void routed_send(struct routed *r, uint32_t cell_id)
         .flags = WIRE_FLAG_FORWARDED,
     };
     gs_client *c = tasks_cell(t, cell_id);
+    r->cell_id = cell_id;
     if (c == NULL || gs_client_call(c, r->req->header.method, r->req->body, r->req->len, &o,
                                     routed_answer_cb, r) != 0) {
         tasks_finish(t->srv, r->req, GS_EUNAVAILABLE, 0, NULL, 0);

@@ -236,10 +236,7 @@ int cell_fsm_apply(struct cell_fsm *fsm, uint64_t index, const void *entry, size
 
 int cell_fsm_apply_empty(struct cell_fsm *fsm, uint64_t index)
 {
-    if (!rsm_begin_entry(&fsm->rsm, index)) {
-        return 0;
-    }
-    return rsm_commit_entry(&fsm->rsm, index);
+    return rsm_apply_empty(&fsm->rsm, index);
 }
 
 /* ---------------------------------------------------------------- read */

@@ -241,10 +241,7 @@ int directory_fsm_apply(struct directory_fsm *fsm, uint64_t index, const void *e
 
 int directory_fsm_apply_empty(struct directory_fsm *fsm, uint64_t index)
 {
-    if (!rsm_begin_entry(&fsm->rsm, index)) {
-        return 0;
-    }
-    return rsm_commit_entry(&fsm->rsm, index);
+    return rsm_apply_empty(&fsm->rsm, index);
 }
 
 /* ---------------------------------------------------------------- read */

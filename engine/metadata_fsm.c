@@ -495,10 +495,7 @@ int metadata_fsm_apply(struct metadata_fsm *fsm, uint64_t index, const void *ent
 
 int metadata_fsm_apply_empty(struct metadata_fsm *fsm, uint64_t index)
 {
-    if (!rsm_begin_entry(&fsm->rsm, index)) {
-        return 0;
-    }
-    return rsm_commit_entry(&fsm->rsm, index);
+    return rsm_apply_empty(&fsm->rsm, index);
 }
 
 /* ---------------------------------------------------------------- read */

@@ -373,6 +373,14 @@ void rsm_abort_entry(struct rsm *r)
 
 /* ---------------------------------------------------------------- key-value */
 
+int rsm_apply_empty(struct rsm *r, uint64_t index)
+{
+    if (!rsm_begin_entry(r, index)) {
+        return 0;
+    }
+    return rsm_commit_entry(r, index);
+}
+
 int rsm_get(struct rsm *r, const struct key *k, char **val, size_t *len)
 {
     char *err = NULL;

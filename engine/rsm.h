@@ -132,6 +132,11 @@ int rsm_sync(struct rsm *r);
  */
 bool rsm_begin_entry(struct rsm *r, uint64_t index);
 
+/* An entry with nothing for the state machine (a barrier, a configuration
+ * change) at `index`: only the applied index moves, unless it is a replay.
+ * 0 or GS_EIO. */
+int rsm_apply_empty(struct rsm *r, uint64_t index);
+
 /* Write the entry's batch plus applied_index = index as one unsynced
  * WriteBatch, and leave the entry. Returns 0 or GS_EIO (nothing written;
  * applied_index unchanged: the replica must stop). */

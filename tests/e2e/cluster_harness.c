@@ -909,51 +909,11 @@ void mr_dump_logs(const struct mr_cluster *c, int lines)
     printf("# %s: logs kept in %s\n", c->name, c->dir);
     for (int i = 0; i < c->n_nodes; i++) {
         const struct mr_node *n = &c->nodes[i];
-        FILE *f = fopen(n->log_path, "r");
-        char *buf;
-        long size;
-        long start;
-        int seen = 0;
-
-        if (f == NULL) {
-            printf("# --- %s: (no log)\n", n->log_path);
-            continue;
-        }
-        fseek(f, 0, SEEK_END);
-        size = ftell(f);
-        start = size > (1L << 20) ? size - (1L << 20) : 0;
-        buf = malloc((size_t)(size - start) + 1);
-        if (buf == NULL) {
-            fclose(f);
-            continue;
-        }
-        fseek(f, start, SEEK_SET);
-        size = (long)fread(buf, 1, (size_t)(size - start), f);
-        buf[size] = '\0';
-        fclose(f);
-        start = size;
-        while (start > 0) {
-            if (buf[start - 1] == '\n' && start != size && ++seen > lines) {
-                break;
-            }
-            start--;
-        }
-        printf("# --- last %d lines of %s (node %" PRIu64 ", %s):\n%s", lines, n->log_path, n->id,
-               c->regions[n->region], buf + start);
-        if (size > 0 && buf[size - 1] != '\n') {
-            putchar('\n');
-        }
-        free(buf);
+        char label[64];
+        snprintf(label, sizeof label, " (node %" PRIu64 ", %s)", n->id, c->regions[n->region]);
+        e2e_print_log_tail(n->log_path, label, lines);
     }
     fflush(stdout);
-}
-
-static int mr_remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
 }
 
 void mr_destroy(struct mr_cluster *c)
@@ -966,9 +926,7 @@ void mr_destroy(struct mr_cluster *c)
         return;
     }
     if (c->passed) {
-        if (nftw(c->dir, mr_remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) {
-            e2e_log("harness: could not remove %s: %s", c->dir, strerror(errno));
-        }
+        e2e_remove_tree(c->dir);
     } else {
         mr_dump_logs(c, 30);
     }

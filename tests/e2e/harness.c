@@ -649,45 +649,49 @@ int cluster_start(struct cluster *c, unsigned timeout_ms)
 
 /* --------------------------------------------------------------- teardown */
 
+void e2e_print_log_tail(const char *path, const char *label, int lines)
+{
+    FILE *f = fopen(path, "r");
+    char *buf;
+    long size;
+    long start;
+    int seen = 0;
+
+    if (f == NULL) {
+        printf("# --- %s: (no log)\n", path);
+        return;
+    }
+    fseek(f, 0, SEEK_END);
+    size = ftell(f);
+    start = size > (1L << 20) ? size - (1L << 20) : 0;
+    buf = malloc((size_t)(size - start) + 1);
+    if (buf == NULL) {
+        fclose(f);
+        return;
+    }
+    fseek(f, start, SEEK_SET);
+    size = (long)fread(buf, 1, (size_t)(size - start), f);
+    buf[size] = '\0';
+    fclose(f);
+    start = size;
+    while (start > 0) {
+        if (buf[start - 1] == '\n' && start != size && ++seen > lines) {
+            break;
+        }
+        start--;
+    }
+    printf("# --- last %d lines of %s%s:\n%s", lines, path, label, buf + start);
+    if (size > 0 && buf[size - 1] != '\n') {
+        putchar('\n');
+    }
+    free(buf);
+}
+
 void cluster_dump_logs(const struct cluster *c, int lines)
 {
     printf("# %s: logs kept in %s\n", c->name, c->dir);
     for (int i = 0; i < CLUSTER_NODES; i++) {
-        const struct cluster_node *n = &c->nodes[i];
-        FILE *f = fopen(n->log_path, "r");
-        char *buf;
-        long size;
-        long start;
-        int seen = 0;
-
-        if (f == NULL) {
-            printf("# --- %s: (no log)\n", n->log_path);
-            continue;
-        }
-        fseek(f, 0, SEEK_END);
-        size = ftell(f);
-        start = size > (1L << 20) ? size - (1L << 20) : 0;
-        buf = malloc((size_t)(size - start) + 1);
-        if (buf == NULL) {
-            fclose(f);
-            continue;
-        }
-        fseek(f, start, SEEK_SET);
-        size = (long)fread(buf, 1, (size_t)(size - start), f);
-        buf[size] = '\0';
-        fclose(f);
-        start = size;
-        while (start > 0) {
-            if (buf[start - 1] == '\n' && start != size && ++seen > lines) {
-                break;
-            }
-            start--;
-        }
-        printf("# --- last %d lines of %s:\n%s", lines, n->log_path, buf + start);
-        if (size > 0 && buf[size - 1] != '\n') {
-            putchar('\n');
-        }
-        free(buf);
+        e2e_print_log_tail(c->nodes[i].log_path, "", lines);
     }
     fflush(stdout);
 }
@@ -700,6 +704,13 @@ static int remove_entry(const char *path, const struct stat *sb, int flag, struc
     return remove(path);
 }
 
+void e2e_remove_tree(const char *dir)
+{
+    if (nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) {
+        e2e_log("harness: could not remove %s: %s", dir, strerror(errno));
+    }
+}
+
 void cluster_destroy(struct cluster *c)
 {
     if (c == NULL) {
@@ -710,9 +721,7 @@ void cluster_destroy(struct cluster *c)
         return;
     }
     if (c->passed) {
-        if (nftw(c->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) {
-            e2e_log("harness: could not remove %s: %s", c->dir, strerror(errno));
-        }
+        e2e_remove_tree(c->dir);
     } else {
         cluster_dump_logs(c, 40);
     }

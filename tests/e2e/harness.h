@@ -68,6 +68,14 @@ char *e2e_read_from(const char *path, long offset);
 /* Sleep ms milliseconds. */
 void e2e_sleep_ms(unsigned ms);
 
+/* Print the last `lines` lines of the log at path (at most its last MiB),
+ * headed "# --- last N lines of PATH LABEL:". */
+void e2e_print_log_tail(const char *path, const char *label, int lines);
+
+/* Remove dir and everything under it (symlinks not followed); says so if
+ * it cannot. */
+void e2e_remove_tree(const char *dir);
+
 /*
  * Create the directory, pick six free loopback ports and write the three
  * configs. No process is started. Returns 0 or GS_EIO.

@@ -130,10 +130,13 @@ int cell_fsm_read(struct cell_fsm *fsm,
 /* Check a request body before it is proposed: it decodes as the method's
  * request message, required fields are present, sizes within limits.
  * Returns 0 or GS_EINVAL / GS_ETOOBIG / GS_EUNIMPL, with one line in errmsg
- * (never containing field values). Stateless and thread-safe. */
+ * (never containing field values). On 0, *subject (if not NULL) receives
+ * the user the request is about (method_subject()), so that routing need
+ * not decode the body again. Stateless and thread-safe. */
 int cell_validate_request(uint32_t method,
                           const uint8_t *body,
                           size_t len,
+                          uint64_t *subject,
                           char *errmsg,
                           size_t errmsg_len);
 

@@ -412,8 +412,8 @@ int cell_check_owner(uint32_t cell_id, const char *region, uint32_t method,
     return 0;
 }
 
-int cell_validate_request(uint32_t method, const uint8_t *body, size_t len, char *errmsg,
-                          size_t errmsg_len)
+int cell_validate_request(uint32_t method, const uint8_t *body, size_t len, uint64_t *subject,
+                          char *errmsg, size_t errmsg_len)
 {
     static const uint8_t empty[1];
     const struct method_info *info = method_lookup(method);
@@ -433,6 +433,9 @@ int cell_validate_request(uint32_t method, const uint8_t *body, size_t len, char
                     info->request->name);
     }
     int rv = cell_check_request(method, req, errmsg, errmsg_len);
+    if (rv == 0 && subject != NULL) {
+        *subject = method_subject(info, req);
+    }
     protobuf_c_message_free_unpacked(req, NULL);
     return rv;
 }

@@ -1010,18 +1010,6 @@ static void tasks_route_username(struct cluster_tasks *t, struct server_request 
     }
 }
 
-/* The user a cell request is about (0 if it names none by id). */
-static uint64_t tasks_subject(const struct server_request *req)
-{
-    ProtobufCMessage *msg =
-        protobuf_c_message_unpack(req->method->request, NULL, req->len, req->body);
-    uint64_t user_id = method_subject(req->method, msg);
-    if (msg != NULL) {
-        protobuf_c_message_free_unpacked(msg, NULL);
-    }
-    return user_id;
-}
-
 bool cluster_tasks_dispatch(struct cluster_tasks *t, struct server_request *req)
 {
     struct server *srv = t->srv;
@@ -1045,7 +1033,7 @@ bool cluster_tasks_dispatch(struct cluster_tasks *t, struct server_request *req)
         geoscale__create_user_request__free_unpacked(cu, NULL);
         return true;
     }
-    uint64_t user_id = tasks_subject(req);
+    uint64_t user_id = req->subject; /* found by the validation */
     if (user_id == 0 && req->header.method == GEOSCALE__METHOD__METHOD_GET_USER) {
         Geoscale__GetUserRequest *gu =
             geoscale__get_user_request__unpack(NULL, req->len, req->body);

@@ -377,11 +377,12 @@ static void session_protocol_error(struct session *s, int code, const struct wir
 /* Check the body before anything acts on it. Cell methods are checked by
  * the cell's own rules (required fields, sizes); a local method's request
  * only has to decode as its message. */
-static int session_validate(const struct server_request *req, char *errmsg, size_t len)
+static int session_validate(struct server_request *req, char *errmsg, size_t len)
 {
     switch (req->method->kind == METHOD_KIND_LOCAL ? METHOD_GROUP_NODE : req->method->group) {
     case METHOD_GROUP_CELL:
-        return cell_validate_request(req->header.method, req->body, req->len, errmsg, len);
+        return cell_validate_request(req->header.method, req->body, req->len, &req->subject, errmsg,
+                                     len);
     case METHOD_GROUP_DIRECTORY:
         return directory_validate_request(req->header.method, req->body, req->len, errmsg, len);
     case METHOD_GROUP_METADATA:

@@ -68,6 +68,7 @@ struct server_request {
     const struct method_info *method;
     uint8_t *body; /* owned; malloc'd by the wire reader */
     size_t len;
+    uint64_t subject;   /* user of a cell request (method_subject), 0 = none */
     uint64_t deadline;  /* uv_now() ms at which it times out */
     size_t heap_index;  /* in srv->heap, HEAP_NONE when not */
     uint32_t leader_id; /* leader named by the group (forwarding) */

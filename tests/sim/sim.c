@@ -1062,7 +1062,8 @@ static struct sim_proposal *propose_on(struct sim *s, unsigned leader, struct si
     for (size_t k = 0; k < n; k++) {
         char err[256];
         p->cmds[k] = cmds[k];
-        int vrv = cell_validate_request(cmds[k].method, cmds[k].body, cmds[k].len, err, sizeof err);
+        int vrv = cell_validate_request(cmds[k].method, cmds[k].body, cmds[k].len, NULL, err,
+                                           sizeof err);
         if (vrv != 0) {
             violation(s, SIM_CHECK_HARNESS, "workload produced an invalid %u request: %s (%s)",
                       cmds[k].method, gs_error_name(vrv), err);

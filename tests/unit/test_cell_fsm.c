@@ -1443,7 +1443,7 @@ static int validate(uint32_t method, const ProtobufCMessage *msg, char *err, siz
     size_t sz = protobuf_c_message_get_packed_size(msg);
     uint8_t *buf = malloc(sz + 1);
     protobuf_c_message_pack(msg, buf);
-    int rv = cell_validate_request(method, buf, sz, err, len);
+    int rv = cell_validate_request(method, buf, sz, NULL, err, len);
     free(buf);
     return rv;
 }
@@ -1547,19 +1547,30 @@ static void test_validate(void **state)
 
     /* Unknown and node-local methods; undecodable bodies. */
     const uint8_t garbage[] = {0xff, 0xff, 0xff};
-    assert_int_equal(cell_validate_request(0, NULL, 0, err, sizeof err), GS_EUNIMPL);
-    assert_int_equal(cell_validate_request(99, NULL, 0, err, sizeof err), GS_EUNIMPL);
-    assert_int_equal(
-        cell_validate_request(GEOSCALE__METHOD__METHOD_STATE_DIGEST, NULL, 0, err, sizeof err),
-        GS_EUNIMPL);
-    assert_int_equal(cell_validate_request(GEOSCALE__METHOD__METHOD_FOLLOW, garbage, sizeof garbage,
+    assert_int_equal(cell_validate_request(0, NULL, 0, NULL, err, sizeof err), GS_EUNIMPL);
+    assert_int_equal(cell_validate_request(99, NULL, 0, NULL, err, sizeof err), GS_EUNIMPL);
+    assert_int_equal(cell_validate_request(GEOSCALE__METHOD__METHOD_STATE_DIGEST, NULL, 0, NULL,
                                            err, sizeof err),
+                     GS_EUNIMPL);
+    assert_int_equal(cell_validate_request(GEOSCALE__METHOD__METHOD_FOLLOW, garbage, sizeof garbage,
+                                           NULL, err, sizeof err),
                      GS_EINVAL);
     assert_non_null(strstr(err, "body"));
     /* errmsg may be omitted. */
+    assert_int_equal(cell_validate_request(GEOSCALE__METHOD__METHOD_FOLLOW, garbage, sizeof garbage,
+                                           NULL, NULL, 0),
+                     GS_EINVAL);
+    /* A valid request names its subject, the user routing goes by. */
+    Geoscale__EdgeRequest sub_req = GEOSCALE__EDGE_REQUEST__INIT;
+    uint8_t eb[64];
+    uint64_t subject = 0;
+    sub_req.actor_id = ((uint64_t)1 << 40) | 5;
+    sub_req.target_id = ((uint64_t)2 << 40) | 6;
+    size_t en = geoscale__edge_request__pack(&sub_req, eb);
     assert_int_equal(
-        cell_validate_request(GEOSCALE__METHOD__METHOD_FOLLOW, garbage, sizeof garbage, NULL, 0),
-        GS_EINVAL);
+        cell_validate_request(GEOSCALE__METHOD__METHOD_FOLLOW, eb, en, &subject, err, sizeof err),
+        0);
+    assert_int_equal(subject, sub_req.actor_id);
 }
 
 int main(void)

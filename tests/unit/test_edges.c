@@ -505,8 +505,8 @@ static void test_follow_rejected_by_block(void **state)
     uint64_t a = create_user(&f->a, "alice"), b = create_user(&f->b, "bob");
     uint64_t fl = 9, fg = 9;
 
-    assert_int_equal(edge(&f->b, BLOCK, b, a, NULL), 0);   /* half to A, not shipped */
-    assert_int_equal(edge(&f->a, FOLLOW, a, b, NULL), 0);  /* A does not know yet */
+    assert_int_equal(edge(&f->b, BLOCK, b, a, NULL), 0);  /* half to A, not shipped */
+    assert_int_equal(edge(&f->a, FOLLOW, a, b, NULL), 0); /* A does not know yet */
     assert_int_equal(following(&f->a, a, NULL), 1);
     assert_int_equal(ship(&f->a, &f->b), 1);
     assert_int_equal(followers(&f->b, b, NULL), 0);
@@ -734,7 +734,7 @@ static void test_halves_hold_no_pii(void **state)
 {
     struct fx *f = *state;
     const char *canaries[] = {"canary_edge_user", "CanaryEdgeName", "canary.edge@example.org",
-                              "+15550009999", "CanaryEdgeBio", "https://canary.example/e.png"};
+                              "+15550009999",     "CanaryEdgeBio",  "https://canary.example/e.png"};
     const size_t n_canaries = sizeof canaries / sizeof canaries[0];
     Geoscale__CreateUserRequest cr = GEOSCALE__CREATE_USER_REQUEST__INIT;
     ProtobufCMessage *resp = NULL;
@@ -876,7 +876,8 @@ static void test_edge_apply_checks(void **state)
         h.actor_id = bad[i].actor;
         h.target_id = bad[i].target;
         buf = pack(&req.base, &len);
-        assert_int_equal(cell_validate_request(EDGE_APPLY, buf, len, err, sizeof err), GS_EINVAL);
+        assert_int_equal(cell_validate_request(EDGE_APPLY, buf, len, NULL, err, sizeof err),
+                         GS_EINVAL);
         assert_non_null(strstr(err, bad[i].field));
         free(buf);
     }
@@ -885,14 +886,14 @@ static void test_edge_apply_checks(void **state)
     h.actor_id = a;
     h.target_id = b;
     buf = pack(&req.base, &len);
-    assert_int_equal(cell_validate_request(EDGE_APPLY, buf, len, err, sizeof err), 0);
+    assert_int_equal(cell_validate_request(EDGE_APPLY, buf, len, NULL, err, sizeof err), 0);
     /* A write: not served as a read. */
     struct cell_result r;
     assert_int_equal(cell_fsm_read(f->b.fsm, EDGE_APPLY, buf, len, &r), GS_EUNIMPL);
     free(buf);
     req.n_halves = 0;
     buf = pack(&req.base, &len);
-    assert_int_equal(cell_validate_request(EDGE_APPLY, buf, len, err, sizeof err), GS_EINVAL);
+    assert_int_equal(cell_validate_request(EDGE_APPLY, buf, len, NULL, err, sizeof err), GS_EINVAL);
     free(buf);
     Geoscale__EdgeHalf **many = calloc(1025, sizeof *many);
     Geoscale__EdgeHalf *hs = calloc(1025, sizeof *hs);
@@ -907,12 +908,13 @@ static void test_edge_apply_checks(void **state)
     req.halves = many;
     req.n_halves = 1025;
     buf = pack(&req.base, &len);
-    assert_int_equal(cell_validate_request(EDGE_APPLY, buf, len, err, sizeof err), GS_ETOOBIG);
+    assert_int_equal(cell_validate_request(EDGE_APPLY, buf, len, NULL, err, sizeof err),
+                     GS_ETOOBIG);
     free(buf);
     req.n_halves = 2;
     hs[1].seq = 1;
     buf = pack(&req.base, &len);
-    assert_int_equal(cell_validate_request(EDGE_APPLY, buf, len, err, sizeof err), GS_EINVAL);
+    assert_int_equal(cell_validate_request(EDGE_APPLY, buf, len, NULL, err, sizeof err), GS_EINVAL);
     assert_non_null(strstr(err, "increase"));
     free(buf);
     free(many);
@@ -921,12 +923,12 @@ static void test_edge_apply_checks(void **state)
     /* OutboxAck: edge part alone is fine; neither part is not. */
     Geoscale__OutboxAckRequest ack = GEOSCALE__OUTBOX_ACK_REQUEST__INIT;
     buf = pack(&ack.base, &len);
-    assert_int_equal(cell_validate_request(OUTBOX_ACK, buf, len, err, sizeof err), GS_EINVAL);
+    assert_int_equal(cell_validate_request(OUTBOX_ACK, buf, len, NULL, err, sizeof err), GS_EINVAL);
     free(buf);
     ack.edge_dest_cell = CELL_A;
     ack.edge_up_to_seq = 1;
     buf = pack(&ack.base, &len);
-    assert_int_equal(cell_validate_request(OUTBOX_ACK, buf, len, err, sizeof err), 0);
+    assert_int_equal(cell_validate_request(OUTBOX_ACK, buf, len, NULL, err, sizeof err), 0);
     free(buf);
 }
 

@@ -695,7 +695,7 @@ static void test_ack(void **state)
     struct cell_result r;
     assert_int_equal(cell_fsm_read(f->fsm, OUTBOX_ACK, buf, sz, &r), GS_EUNIMPL);
     char err[128];
-    assert_int_equal(cell_validate_request(OUTBOX_ACK, buf, sz, err, sizeof err), 0);
+    assert_int_equal(cell_validate_request(OUTBOX_ACK, buf, sz, NULL, err, sizeof err), 0);
 }
 
 /* A replayed entry (index <= applied_index) writes no row. */

@@ -226,7 +226,9 @@ struct gs_client {
     uint32_t home_cell; /* the seeds' cell (CellStatus); 0 = not known yet */
     struct route routes[CLIENT_MAX_ROUTES];
     size_t nroutes;
-    struct user_route *user_routes; /* CLIENT_USER_ROUTES slots */
+    struct user_route *user_routes; /* CLIENT_USER_ROUTES slots, allocated
+                                       with the first exception (most clients
+                                       never see one) */
     int listing;                    /* a DirectoryListCells is in flight */
     uint64_t list_next;             /* loop time of the next one allowed */
     struct gs_client_stats stats;
@@ -590,8 +592,8 @@ static uint32_t user_cell(const gs_client *c, uint64_t user_id)
     if (user_id == 0) {
         return 0;
     }
-    u = &c->user_routes[user_route_slot(user_id)];
-    if (u->user_id == user_id) {
+    u = c->user_routes != NULL ? &c->user_routes[user_route_slot(user_id)] : NULL;
+    if (u != NULL && u->user_id == user_id) {
         return u->cell_id;
     }
     return GS_USER_CELL(user_id);
@@ -603,11 +605,21 @@ static uint32_t user_cell(const gs_client *c, uint64_t user_id)
  * slot. */
 static void user_route_put(gs_client *c, uint64_t user_id, uint32_t cell_id)
 {
-    struct user_route *u = &c->user_routes[user_route_slot(user_id)];
+    struct user_route *u;
 
     if (user_id == 0 || cell_id == 0) {
         return;
     }
+    if (c->user_routes == NULL) {
+        if (cell_id == GS_USER_CELL(user_id)) {
+            return; /* nothing to remember or forget */
+        }
+        c->user_routes = calloc(CLIENT_USER_ROUTES, sizeof *c->user_routes);
+        if (c->user_routes == NULL) {
+            return; /* the id's cell, then WRONG_CELL, still route it */
+        }
+    }
+    u = &c->user_routes[user_route_slot(user_id)];
     if (cell_id == GS_USER_CELL(user_id)) {
         if (u->user_id == user_id) {
             u->user_id = 0;
@@ -1541,8 +1553,7 @@ int gs_client_open(uv_loop_t *loop, const char *const *seeds, size_t n,
     c->loop = loop;
     c->max_addrs = n + CLIENT_MAX_LEARNED;
     c->addrs = calloc(c->max_addrs, sizeof *c->addrs);
-    c->user_routes = calloc(CLIENT_USER_ROUTES, sizeof *c->user_routes);
-    if (c->addrs == NULL || c->user_routes == NULL) {
+    if (c->addrs == NULL) {
         rv = GS_ENOMEM;
         goto err;
     }

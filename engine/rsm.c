@@ -1,13 +1,21 @@
 /*
  * The replicated state machine base (contract in rsm.h).
  *
- * One WriteBatchWithIndex is created at open and reused by every entry. It
- * is created with overwrite_key = 1, which the merged iterator ("with base":
- * the batch over a DB iterator) requires. Inside an entry every read goes
- * through it (rocksdb_writebatch_wi_get_from_batch_and_db), so a command
- * sees the writes of the commands before it; outside, reads go to the DB.
+ * Inside an entry the writes go to a write set (wset.h): a read looks there
+ * first, so a command sees the writes of the commands before it, then in
+ * the DB; outside an entry reads go to the DB. The commit turns the set into
+ * one WriteBatch in key order, a key written several times once with its
+ * last value.
  *
- * The commit is one rocksdb_write_writebatch_wi with sync = 0 and the WAL on:
+ * Iterating inside an entry needs the DB merged with the entry's writes.
+ * Before the entry wrote anything a plain DB iterator is that (the expiry
+ * of idempotency rows, first in every entry, is such a case). Otherwise the
+ * entry moves to the WriteBatchWithIndex created at open (overwrite_key = 1,
+ * which its merged iterator, "with base", requires): the set is copied into
+ * it, and the entry's remaining reads (get_from_batch_and_db) and writes go
+ * through it. Few commands iterate (acks, listings); the hot ones do not.
+ *
+ * The commit is one unsynced write with the WAL on:
  * the WAL makes a process crash lose nothing RocksDB acknowledged, and
  * rsm_sync() (rocksdb_flush_wal(db, 1)) makes a machine crash lose nothing
  * before libraft truncates its log.
@@ -66,6 +74,11 @@ static void rsm_free(struct rsm *r)
         rocksdb_writebatch_wi_destroy(r->wb);
         r->wb = NULL;
     }
+    if (r->batch != NULL) {
+        rocksdb_writebatch_destroy(r->batch);
+        r->batch = NULL;
+    }
+    wset_free(&r->ws);
     if (r->writeopts != NULL) {
         rocksdb_writeoptions_destroy(r->writeopts);
         r->writeopts = NULL;
@@ -241,6 +254,8 @@ int rsm_open(struct rsm *r, const struct rsm_options *opts, char *errmsg, size_t
     rocksdb_writeoptions_disable_WAL(r->writeopts, 0);
     /* overwrite_key = 1: required by the merged iterator. */
     r->wb = rocksdb_writebatch_wi_create(0, 1);
+    r->batch = rocksdb_writebatch_create();
+    wset_init(&r->ws);
 
     /* A crash inside an install may have left the old DB aside. */
     rv = checkpoint_recover_swap(opts->db_path, errmsg, errmsg_len);
@@ -340,20 +355,56 @@ bool rsm_begin_entry(struct rsm *r, uint64_t index)
     if (index <= r->applied_index) {
         return false;
     }
-    rocksdb_writebatch_wi_clear(r->wb);
+    wset_reset(&r->ws);
+    r->wbwi = false;
+    r->entry_error = 0;
     r->in_entry = true;
     return true;
+}
+
+static void batch_add(void *arg, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
+{
+    rocksdb_writebatch_t *b = arg;
+    if (val == NULL) {
+        rocksdb_writebatch_delete(b, (const char *)key, klen);
+    } else {
+        rocksdb_writebatch_put(b, (const char *)key, klen, (const char *)val, vlen);
+    }
 }
 
 int rsm_commit_entry(struct rsm *r, uint64_t index)
 {
     struct key k;
+    uint8_t v[8];
     char *err = NULL;
     assert(r->in_entry && index > r->applied_index);
+    if (r->entry_error != 0) {
+        int rv = r->entry_error;
+        log_error(r->kind, "event=commit_failed %s=%" PRIu64 " index=%" PRIu64 " code=%s", r->kind,
+                  r->identity, index, gs_error_name(rv));
+        rsm_abort_entry(r);
+        return rv;
+    }
     key_system(&k, KEY_SYS_APPLIED_INDEX);
-    rsm_put_u64(r, &k, index);
-    rocksdb_write_writebatch_wi(r->db, r->writeopts, r->wb, &err);
-    rocksdb_writebatch_wi_clear(r->wb);
+    key_put_u64(v, index);
+    if (r->wbwi) {
+        rocksdb_writebatch_wi_put(r->wb, (const char *)k.b, k.len, (const char *)v, sizeof v);
+        rocksdb_write_writebatch_wi(r->db, r->writeopts, r->wb, &err);
+        rocksdb_writebatch_wi_clear(r->wb);
+    } else {
+        rocksdb_writebatch_clear(r->batch);
+        if (wset_for_each_sorted(&r->ws, batch_add, r->batch) != 0) {
+            /* Out of memory for the sort: the batch in first-write order is
+             * the same state, only slower to insert. */
+            rocksdb_writebatch_clear(r->batch);
+            wset_for_each(&r->ws, batch_add, r->batch);
+        }
+        rocksdb_writebatch_put(r->batch, (const char *)k.b, k.len, (const char *)v, sizeof v);
+        rocksdb_write(r->db, r->writeopts, r->batch, &err);
+        rocksdb_writebatch_clear(r->batch);
+        wset_reset(&r->ws);
+    }
+    r->wbwi = false;
     r->in_entry = false;
     if (err != NULL) {
         log_error(r->kind, "event=commit_failed %s=%" PRIu64 " index=%" PRIu64 " err=\"%s\"",
@@ -368,6 +419,8 @@ int rsm_commit_entry(struct rsm *r, uint64_t index)
 void rsm_abort_entry(struct rsm *r)
 {
     rocksdb_writebatch_wi_clear(r->wb);
+    wset_reset(&r->ws);
+    r->wbwi = false;
     r->in_entry = false;
 }
 
@@ -385,7 +438,29 @@ int rsm_get(struct rsm *r, const struct key *k, char **val, size_t *len)
 {
     char *err = NULL;
     char *v;
-    if (r->in_entry) {
+    if (r->in_entry && !r->wbwi) {
+        const uint8_t *wv = NULL;
+        size_t wlen = 0;
+        switch (wset_get(&r->ws, k->b, k->len, &wv, &wlen)) {
+        case WSET_DELETED:
+            return GS_ENOTFOUND;
+        case WSET_VALUE:
+            /* A copy the caller frees like RocksDB's (rocksdb_free is free). */
+            v = malloc(wlen > 0 ? wlen : 1);
+            if (v == NULL) {
+                return GS_ENOMEM;
+            }
+            if (wlen > 0) {
+                memcpy(v, wv, wlen);
+            }
+            *val = v;
+            *len = wlen;
+            return 0;
+        case WSET_ABSENT:
+            break;
+        }
+        v = rocksdb_get(r->db, r->readopts, (const char *)k->b, k->len, len, &err);
+    } else if (r->in_entry) {
         v = rocksdb_writebatch_wi_get_from_batch_and_db(r->wb, r->db, r->readopts,
                                                         (const char *)k->b, k->len, len, &err);
     } else {
@@ -460,7 +535,11 @@ int rsm_get_msg(struct rsm *r, const struct key *k, const ProtobufCMessageDescri
 void rsm_put(struct rsm *r, const struct key *k, const void *val, size_t len)
 {
     assert(r->in_entry);
-    rocksdb_writebatch_wi_put(r->wb, (const char *)k->b, k->len, val, len);
+    if (r->wbwi) {
+        rocksdb_writebatch_wi_put(r->wb, (const char *)k->b, k->len, val, len);
+    } else if (wset_put(&r->ws, k->b, k->len, val, len) != 0) {
+        r->entry_error = GS_ENOMEM;
+    }
 }
 
 void rsm_put_u64(struct rsm *r, const struct key *k, uint64_t v)
@@ -486,14 +565,35 @@ int rsm_put_msg(struct rsm *r, const struct key *k, const ProtobufCMessage *msg)
 void rsm_delete(struct rsm *r, const struct key *k)
 {
     assert(r->in_entry);
-    rocksdb_writebatch_wi_delete(r->wb, (const char *)k->b, k->len);
+    if (r->wbwi) {
+        rocksdb_writebatch_wi_delete(r->wb, (const char *)k->b, k->len);
+    } else if (wset_delete(&r->ws, k->b, k->len) != 0) {
+        r->entry_error = GS_ENOMEM;
+    }
+}
+
+static void wbwi_add(void *arg, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
+{
+    rocksdb_writebatch_wi_t *wb = arg;
+    if (val == NULL) {
+        rocksdb_writebatch_wi_delete(wb, (const char *)key, klen);
+    } else {
+        rocksdb_writebatch_wi_put(wb, (const char *)key, klen, (const char *)val, vlen);
+    }
 }
 
 rocksdb_iterator_t *rsm_iter(struct rsm *r)
 {
     rocksdb_iterator_t *base = rocksdb_create_iterator(r->db, r->readopts);
-    if (!r->in_entry) {
+    if (!r->in_entry || (!r->wbwi && wset_count(&r->ws) == 0)) {
+        /* Nothing written in this entry yet: the DB is the merged view. */
         return base;
+    }
+    if (!r->wbwi) {
+        rocksdb_writebatch_wi_clear(r->wb);
+        wset_for_each(&r->ws, wbwi_add, r->wb);
+        wset_reset(&r->ws);
+        r->wbwi = true;
     }
     /* The merged iterator takes ownership of `base`. */
     return rocksdb_writebatch_wi_create_iterator_with_base(r->wb, base);

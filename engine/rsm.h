@@ -7,11 +7,11 @@
  *     written at creation and checked at every open, so a node never applies
  *     one group's log to another group's DB;
  *   - entries: rsm_begin_entry() says whether an entry is new (index >
- *     applied_index) and starts a WriteBatchWithIndex; reads during the entry
- *     see the DB plus the entry's earlier writes; rsm_commit_entry() writes
- *     the batch with 'S' applied_index = index in one unsynced write (the
- *     Raft log is the durable record; a crash before it means a replay that
- *     the index check turns into exactly-once);
+ *     applied_index) and starts an empty write set (engine/wset.h); reads
+ *     during the entry see the DB plus the entry's earlier writes;
+ *     rsm_commit_entry() writes the set with 'S' applied_index = index as one
+ *     unsynced WriteBatch (the Raft log is the durable record; a crash before
+ *     it means a replay that the index check turns into exactly-once);
  *   - idempotency rows: the outcome of a client command at 'R'+client_id+
  *     client_seq, with a time index 'r'+ts+client_id+client_seq expired by
  *     batch time, a bounded number per entry;
@@ -47,6 +47,7 @@
 #include <rocksdb/c.h>
 
 #include "keys.h"
+#include "wset.h"
 
 struct rsm_options {
     const char *db_path;      /* RocksDB directory; created if missing */
@@ -64,7 +65,15 @@ struct rsm {
     rocksdb_options_t *options;
     rocksdb_readoptions_t *readopts;
     rocksdb_writeoptions_t *writeopts; /* sync = 0 */
-    rocksdb_writebatch_wi_t *wb;       /* the current entry's batch, reused */
+    /* The current entry's writes: a write set, until the entry asks for an
+     * iterator over the DB and its own writes; from then on (wbwi) a
+     * WriteBatchWithIndex holding the same writes, whose merged iterator
+     * RocksDB provides. Both reused from entry to entry. */
+    struct wset ws;
+    rocksdb_writebatch_wi_t *wb;
+    rocksdb_writebatch_t *batch; /* the commit of a write-set entry */
+    bool wbwi;                   /* this entry's writes are in wb, not ws */
+    int entry_error;             /* a write that failed (GS_ENOMEM): commit fails */
     char *db_path;                     /* owned */
     uint64_t applied_index;            /* cache of 'S' applied_index */
     bool in_entry;                     /* between begin_entry and commit/abort */
@@ -138,8 +147,9 @@ bool rsm_begin_entry(struct rsm *r, uint64_t index);
 int rsm_apply_empty(struct rsm *r, uint64_t index);
 
 /* Write the entry's batch plus applied_index = index as one unsynced
- * WriteBatch, and leave the entry. Returns 0 or GS_EIO (nothing written;
- * applied_index unchanged: the replica must stop). */
+ * WriteBatch, and leave the entry. Returns 0, GS_EIO or GS_ENOMEM (a write
+ * of the entry could not be recorded); on failure nothing is written and
+ * applied_index is unchanged: the replica must stop. */
 int rsm_commit_entry(struct rsm *r, uint64_t index);
 
 /* Drop the entry's batch and leave the entry. */
@@ -160,16 +170,19 @@ int rsm_get_u64(struct rsm *r, const struct key *k, uint64_t *v);
 int rsm_get_msg(struct rsm *r, const struct key *k, const ProtobufCMessageDescriptor *desc,
                 ProtobufCMessage **out);
 
-/* Writes into the entry's batch; only inside an entry (asserted). */
+/* Writes into the entry's batch; only inside an entry (asserted). A write
+ * that cannot be recorded (out of memory) makes rsm_commit_entry() fail. */
 void rsm_put(struct rsm *r, const struct key *k, const void *val, size_t len);
 void rsm_put_u64(struct rsm *r, const struct key *k, uint64_t v);
 /* 0 or GS_ENOMEM. */
 int rsm_put_msg(struct rsm *r, const struct key *k, const ProtobufCMessage *msg);
 void rsm_delete(struct rsm *r, const struct key *k);
 
-/* An iterator over the DB, merged with the batch inside an entry. The caller
- * destroys it with rocksdb_iter_destroy() before the batch is written again
- * or the entry ends. Never NULL. */
+/* An iterator over the DB, merged with the batch inside an entry (once an
+ * entry has written something, its later reads and writes go through a
+ * WriteBatchWithIndex: an entry that iterates pays for the index). The
+ * caller destroys it with rocksdb_iter_destroy() before the batch is
+ * written again or the entry ends. Never NULL. */
 rocksdb_iterator_t *rsm_iter(struct rsm *r);
 /* GS_EIO if the iterator reported an error, else 0. */
 int rsm_iter_status(rocksdb_iterator_t *it);

@@ -291,6 +291,102 @@ static void test_read_your_writes(void **state)
     assert_int_equal(get(f, 3, &v), GS_ENOTFOUND);
 }
 
+/* Scan ids 0..n-1 of the user prefix through rsm_iter; model[i] the value
+ * expected, or -1 for none. */
+static void check_scan(struct fx *f, const int64_t *model, size_t n)
+{
+    struct key k;
+    int64_t seen[64];
+    assert_true(n <= 64);
+    for (size_t i = 0; i < n; i++) {
+        seen[i] = -1;
+    }
+    rocksdb_iterator_t *it = rsm_iter(&f->r);
+    key_id(&k, KEY_PREFIX_USER, 0);
+    for (rocksdb_iter_seek(it, (const char *)k.b, k.len); rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t klen = 0, vlen = 0;
+        const char *raw = rocksdb_iter_key(it, &klen);
+        const char *val = rocksdb_iter_value(it, &vlen);
+        uint64_t id = 0;
+        if (!key_decode_id(raw, klen, KEY_PREFIX_USER, &id)) {
+            break;
+        }
+        assert_true(id < n);
+        assert_int_equal(vlen, 8);
+        seen[id] = (int64_t)key_get_u64((const uint8_t *)val);
+    }
+    assert_int_equal(rsm_iter_status(it), 0);
+    rocksdb_iter_destroy(it);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(seen[i], model[i]);
+    }
+}
+
+/* Entries of random puts, deletes, reads and scans (a scan after a write
+ * moves the entry to the indexed batch), some aborted, against a model:
+ * every read inside an entry sees the entry's writes, an abort leaves
+ * nothing, a commit leaves exactly the model's state. Seeded. */
+static void test_entries_match_model(void **state)
+{
+    struct fx *f = *state;
+    enum { KEYS = 48, ENTRIES = 400 };
+    int64_t committed[KEYS], cur[KEYS];
+    uint64_t seed = 0x9e3779b97f4a7c15ULL;
+    uint64_t index = 0;
+    struct key k;
+    for (size_t i = 0; i < KEYS; i++) {
+        committed[i] = -1;
+    }
+#define NEXT() (seed = seed * 6364136223846793005ULL + 1442695040888963407ULL, seed >> 33)
+    for (int e = 0; e < ENTRIES; e++) {
+        memcpy(cur, committed, sizeof cur);
+        index++;
+        assert_true(rsm_begin_entry(&f->r, index));
+        int ops = 1 + (int)(NEXT() % 40);
+        for (int o = 0; o < ops; o++) {
+            uint64_t id = NEXT() % KEYS;
+            unsigned what = (unsigned)(NEXT() % 100);
+            key_of(&k, id);
+            if (what < 45) {
+                uint64_t v = NEXT() % 1000000;
+                rsm_put_u64(&f->r, &k, v);
+                cur[id] = (int64_t)v;
+            } else if (what < 60) {
+                rsm_delete(&f->r, &k);
+                cur[id] = -1;
+            } else if (what < 92) {
+                uint64_t v = 0;
+                int rv = rsm_get_u64(&f->r, &k, &v);
+                if (cur[id] < 0) {
+                    assert_int_equal(rv, GS_ENOTFOUND);
+                } else {
+                    assert_int_equal(rv, 0);
+                    assert_int_equal(v, (uint64_t)cur[id]);
+                }
+            } else {
+                check_scan(f, cur, KEYS);
+            }
+        }
+        if (NEXT() % 10 == 0) {
+            rsm_abort_entry(&f->r);
+            index--;
+        } else {
+            assert_int_equal(rsm_commit_entry(&f->r, index), 0);
+            memcpy(committed, cur, sizeof cur);
+        }
+        /* Outside the entry: the committed state. */
+        check_scan(f, committed, KEYS);
+    }
+#undef NEXT
+    assert_int_equal(rsm_applied_index(&f->r), index);
+    /* And after a reopen. */
+    rsm_close(&f->r);
+    open_at(f, GROUP);
+    assert_int_equal(rsm_applied_index(&f->r), index);
+    check_scan(f, committed, KEYS);
+}
+
 static void test_get_msg_and_corrupt(void **state)
 {
     struct fx *f = *state;
@@ -808,6 +904,7 @@ int main(void)
         T(test_replay_skipped),
         T(test_abort_writes_nothing),
         T(test_read_your_writes),
+        T(test_entries_match_model),
         T(test_get_msg_and_corrupt),
         T(test_digest_excludes_applied_index),
         T(test_digest_off_thread),

@@ -202,6 +202,9 @@ static void rsm_tune(rocksdb_options_t *o)
     rocksdb_block_based_options_set_block_cache(t, cache);
     rocksdb_options_set_block_based_table_factory(o, t);
     rocksdb_block_based_options_destroy(t);
+    /* The memtable's filter: whole keys, 5% of the memtable's size. */
+    rocksdb_options_set_memtable_prefix_bloom_size_ratio(o, 0.05);
+    rocksdb_options_set_memtable_whole_key_filtering(o, 1);
     rocksdb_cache_destroy(cache);
 }
 

@@ -177,6 +177,10 @@ int cell_edge_exists(struct cell_ctx *ctx, uint8_t prefix, uint64_t a, uint64_t 
  * last, once per changed user. Returns 0, or a fatal code: GS_ENOMEM, or
  * GS_EIO (also when the user has no profile: a broken invariant). */
 int cell_outbox_append(struct cell_ctx *ctx, uint64_t user_id);
+/* The same, from the user's profile and counters as the command just wrote
+ * them (no read of either): p's status, plan, created_at and version. */
+int cell_outbox_append_profile(struct cell_ctx *ctx, uint64_t user_id, const Geoscale__Profile *p,
+                               uint64_t followers, uint64_t following);
 
 /* edges.c: the actor's side of an edge command whose target is of another
  * cell (graph.c dispatches here). Same contract as the handlers. */

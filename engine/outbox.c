@@ -60,37 +60,18 @@ static int last_seq_get(struct cell_ctx *ctx, uint64_t *seq)
     return rv;
 }
 
-int cell_outbox_append(struct cell_ctx *ctx, uint64_t user_id)
+int cell_outbox_append_profile(struct cell_ctx *ctx, uint64_t user_id, const Geoscale__Profile *p,
+                               uint64_t followers, uint64_t following)
 {
     Geoscale__UserMetadata md = GEOSCALE__USER_METADATA__INIT;
     Geoscale__MetadataRow row = GEOSCALE__METADATA_ROW__INIT;
-    ProtobufCMessage *m = NULL;
     struct key k;
-    uint64_t seq = 0, followers = 0, following = 0;
-    int rv;
-
-    key_id(&k, KEY_PREFIX_USER, user_id);
-    rv = cell_kv_get_msg(ctx, &k, &geoscale__profile__descriptor, &m);
-    if (rv == GS_ENOTFOUND) {
-        /* The command just wrote or checked this profile. */
-        log_error("cell", "event=outbox_no_profile cell=%u user=%llu", ctx->fsm->cell_id,
-                  (unsigned long long)user_id);
-        rv = GS_EIO;
-    }
+    uint64_t seq = 0;
+    int rv = last_seq_get(ctx, &seq);
     if (rv != 0) {
-        goto out;
-    }
-    rv = cell_counts_load(ctx, user_id, &followers, &following);
-    if (rv != 0) {
-        goto out;
-    }
-    rv = last_seq_get(ctx, &seq);
-    if (rv != 0) {
-        goto out;
+        return rv;
     }
     seq++;
-
-    const Geoscale__Profile *p = (const Geoscale__Profile *)m;
     md.user_id = user_id;
     md.home_region = ctx->fsm->region;
     md.cell_id = ctx->fsm->cell_id;
@@ -105,14 +86,37 @@ int cell_outbox_append(struct cell_ctx *ctx, uint64_t user_id)
     key_id(&k, KEY_PREFIX_OUTBOX, seq);
     rv = cell_kv_put_msg(ctx, &k, &row.base);
     if (rv != 0) {
-        goto out;
+        return rv;
     }
     key_system(&k, KEY_SYS_OUTBOX_SEQ);
     cell_kv_put_u64(ctx, &k, seq);
-out:
-    if (m != NULL) {
-        protobuf_c_message_free_unpacked(m, NULL);
+    return 0;
+}
+
+int cell_outbox_append(struct cell_ctx *ctx, uint64_t user_id)
+{
+    ProtobufCMessage *m = NULL;
+    struct key k;
+    uint64_t followers = 0, following = 0;
+    int rv;
+
+    key_id(&k, KEY_PREFIX_USER, user_id);
+    rv = cell_kv_get_msg(ctx, &k, &geoscale__profile__descriptor, &m);
+    if (rv == GS_ENOTFOUND) {
+        /* The command just wrote or checked this profile. */
+        log_error("cell", "event=outbox_no_profile cell=%u user=%llu", ctx->fsm->cell_id,
+                  (unsigned long long)user_id);
+        return GS_EIO;
     }
+    if (rv != 0) {
+        return rv;
+    }
+    rv = cell_counts_load(ctx, user_id, &followers, &following);
+    if (rv == 0) {
+        rv = cell_outbox_append_profile(ctx, user_id, (const Geoscale__Profile *)m, followers,
+                                        following);
+    }
+    protobuf_c_message_free_unpacked(m, NULL);
     return rv;
 }
 

@@ -177,7 +177,7 @@ int cell_create_user(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t 
     }
     cell_kv_put_u64(ctx, &name_key, user_id);
     cell_kv_put_u64(ctx, &seq_key, next_seq);
-    rv = cell_outbox_append(ctx, user_id);
+    rv = cell_outbox_append_profile(ctx, user_id, &p, 0, 0);
     if (rv != 0) {
         goto err;
     }
@@ -359,7 +359,7 @@ int cell_update_user(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t 
     if (rv != 0) {
         goto out;
     }
-    rv = cell_outbox_append(ctx, req->user_id);
+    rv = cell_outbox_append_profile(ctx, req->user_id, &p, followers, following);
     if (rv != 0) {
         goto out;
     }

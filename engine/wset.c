@@ -22,21 +22,6 @@
 #define WSET_KEEP_ARENA ((size_t)4 << 20)
 #define WSET_MIN_SLOTS 64
 
-/* FNV-1a over the key, then a 64-bit finaliser so the low bits (the slot)
- * depend on every byte. */
-static uint64_t wset_hash(const uint8_t *key, size_t klen)
-{
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < klen; i++) {
-        h ^= key[i];
-        h *= 0x100000001b3ULL;
-    }
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    return h;
-}
-
 void wset_init(struct wset *w)
 {
     memset(w, 0, sizeof *w);
@@ -153,7 +138,7 @@ static int wset_set(struct wset *w, const uint8_t *key, size_t klen, bool delete
 {
     assert(klen <= KEY_MAX);
     assert(vlen <= UINT32_MAX);
-    uint64_t h = wset_hash(key, klen);
+    uint64_t h = key_hash64(key, klen);
     size_t off = 0;
     int rv = wset_grow(w);
     if (rv != 0) {
@@ -199,7 +184,7 @@ enum wset_lookup wset_get(const struct wset *w, const uint8_t *key, size_t klen,
     if (w->n_items == 0 || klen > KEY_MAX) {
         return WSET_ABSENT;
     }
-    size_t s = wset_probe(w, wset_hash(key, klen), key, klen);
+    size_t s = wset_probe(w, key_hash64(key, klen), key, klen);
     if (w->slots[s] == 0) {
         return WSET_ABSENT;
     }
@@ -240,6 +225,9 @@ int wset_for_each_sorted(struct wset *w,
                                     size_t vlen),
                          void *arg)
 {
+    if (w->n_items == 0) {
+        return 0;
+    }
     if (w->n_items > w->cap_order) {
         const struct wset_item **order = realloc(w->order, w->cap_items * sizeof *order);
         if (order == NULL) {

@@ -161,3 +161,16 @@ bool key_is_system(const void *raw, size_t len, const char *name)
     size_t n = strlen(name);
     return len == n + 1 && p[0] == KEY_PREFIX_SYSTEM && memcmp(p + 1, name, n) == 0;
 }
+
+uint64_t key_hash64(const uint8_t *key, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; i++) {
+        h ^= key[i];
+        h *= 0x100000001b3ULL;
+    }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    return h;
+}

@@ -78,6 +78,11 @@ struct key {
 void key_put_u64(uint8_t *dst, uint64_t v);
 uint64_t key_get_u64(const uint8_t *src);
 
+/* A 64-bit hash of raw key bytes for in-memory tables (not stored, not
+ * replicated): FNV-1a with a finaliser, so that the low bits depend on
+ * every byte. */
+uint64_t key_hash64(const uint8_t *key, size_t len);
+
 /* 'S' + name. name is one of KEY_SYS_*; it must fit (asserted). */
 void key_system(struct key *k, const char *name);
 

@@ -12,8 +12,13 @@
  * of idempotency rows, first in every entry, is such a case). Otherwise the
  * entry moves to the WriteBatchWithIndex created at open (overwrite_key = 1,
  * which its merged iterator, "with base", requires): the set is copied into
- * it, and the entry's remaining reads (get_from_batch_and_db) and writes go
- * through it. Few commands iterate (acks, listings); the hot ones do not.
+ * it, and the entry's remaining writes go to both, so the set still answers
+ * reads and the commit writes the indexed batch. Few commands iterate
+ * (acks, listings); the hot ones do not.
+ *
+ * Point reads that miss the write set go to the row cache (rcache.h), then
+ * to the DB, whose answer is cached. A committed entry updates the cached
+ * rows it wrote; open, detach and attach empty the cache.
  *
  * The commit is one unsynced write with the WAL on:
  * the WAL makes a process crash lose nothing RocksDB acknowledged, and
@@ -79,6 +84,7 @@ static void rsm_free(struct rsm *r)
         r->batch = NULL;
     }
     wset_free(&r->ws);
+    rcache_free(&r->cache);
     if (r->writeopts != NULL) {
         rocksdb_writeoptions_destroy(r->writeopts);
         r->writeopts = NULL;
@@ -259,6 +265,7 @@ int rsm_open(struct rsm *r, const struct rsm_options *opts, char *errmsg, size_t
     r->wb = rocksdb_writebatch_wi_create(0, 1);
     r->batch = rocksdb_writebatch_create();
     wset_init(&r->ws);
+    rcache_init(&r->cache);
 
     /* A crash inside an install may have left the old DB aside. */
     rv = checkpoint_recover_swap(opts->db_path, errmsg, errmsg_len);
@@ -365,6 +372,12 @@ bool rsm_begin_entry(struct rsm *r, uint64_t index)
     return true;
 }
 
+static void cache_update(void *arg, const uint8_t *key, size_t klen, const uint8_t *val,
+                         size_t vlen)
+{
+    rcache_update(arg, key, klen, val, vlen);
+}
+
 static void batch_add(void *arg, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
 {
     rocksdb_writebatch_t *b = arg;
@@ -405,8 +418,14 @@ int rsm_commit_entry(struct rsm *r, uint64_t index)
         rocksdb_writebatch_put(r->batch, (const char *)k.b, k.len, (const char *)v, sizeof v);
         rocksdb_write(r->db, r->writeopts, r->batch, &err);
         rocksdb_writebatch_clear(r->batch);
-        wset_reset(&r->ws);
     }
+    if (err == NULL) {
+        wset_for_each(&r->ws, cache_update, &r->cache);
+        rcache_update(&r->cache, k.b, k.len, v, sizeof v);
+    } else {
+        rcache_clear(&r->cache);
+    }
+    wset_reset(&r->ws);
     r->wbwi = false;
     r->in_entry = false;
     if (err != NULL) {
@@ -437,44 +456,48 @@ int rsm_apply_empty(struct rsm *r, uint64_t index)
     return rsm_commit_entry(r, index);
 }
 
+/* A malloc'd copy of a value the caller frees like RocksDB's (rocksdb_free
+ * is free). */
+static int value_copy(const uint8_t *src, size_t n, char **val, size_t *len)
+{
+    char *v = malloc(n > 0 ? n : 1);
+    if (v == NULL) {
+        return GS_ENOMEM;
+    }
+    if (n > 0) {
+        memcpy(v, src, n);
+    }
+    *val = v;
+    *len = n;
+    return 0;
+}
+
 int rsm_get(struct rsm *r, const struct key *k, char **val, size_t *len)
 {
+    const uint8_t *cv = NULL;
+    size_t clen = 0;
     char *err = NULL;
-    char *v;
-    if (r->in_entry && !r->wbwi) {
-        const uint8_t *wv = NULL;
-        size_t wlen = 0;
-        switch (wset_get(&r->ws, k->b, k->len, &wv, &wlen)) {
+    if (r->in_entry) {
+        switch (wset_get(&r->ws, k->b, k->len, &cv, &clen)) {
         case WSET_DELETED:
             return GS_ENOTFOUND;
         case WSET_VALUE:
-            /* A copy the caller frees like RocksDB's (rocksdb_free is free). */
-            v = malloc(wlen > 0 ? wlen : 1);
-            if (v == NULL) {
-                return GS_ENOMEM;
-            }
-            if (wlen > 0) {
-                memcpy(v, wv, wlen);
-            }
-            *val = v;
-            *len = wlen;
-            return 0;
+            return value_copy(cv, clen, val, len);
         case WSET_ABSENT:
             break;
         }
-        v = rocksdb_get(r->db, r->readopts, (const char *)k->b, k->len, len, &err);
-    } else if (r->in_entry) {
-        v = rocksdb_writebatch_wi_get_from_batch_and_db(r->wb, r->db, r->readopts,
-                                                        (const char *)k->b, k->len, len, &err);
-    } else {
-        v = rocksdb_get(r->db, r->readopts, (const char *)k->b, k->len, len, &err);
     }
+    if (rcache_get(&r->cache, k->b, k->len, &cv, &clen)) {
+        return value_copy(cv, clen, val, len);
+    }
+    char *v = rocksdb_get(r->db, r->readopts, (const char *)k->b, k->len, len, &err);
     if (err != NULL) {
         return rocks_error(r, err);
     }
     if (v == NULL) {
         return GS_ENOTFOUND;
     }
+    rcache_put(&r->cache, k->b, k->len, v, *len);
     *val = v;
     return 0;
 }
@@ -538,10 +561,11 @@ int rsm_get_msg(struct rsm *r, const struct key *k, const ProtobufCMessageDescri
 void rsm_put(struct rsm *r, const struct key *k, const void *val, size_t len)
 {
     assert(r->in_entry);
+    if (wset_put(&r->ws, k->b, k->len, val, len) != 0) {
+        r->entry_error = GS_ENOMEM;
+    }
     if (r->wbwi) {
         rocksdb_writebatch_wi_put(r->wb, (const char *)k->b, k->len, val, len);
-    } else if (wset_put(&r->ws, k->b, k->len, val, len) != 0) {
-        r->entry_error = GS_ENOMEM;
     }
 }
 
@@ -568,10 +592,11 @@ int rsm_put_msg(struct rsm *r, const struct key *k, const ProtobufCMessage *msg)
 void rsm_delete(struct rsm *r, const struct key *k)
 {
     assert(r->in_entry);
+    if (wset_delete(&r->ws, k->b, k->len) != 0) {
+        r->entry_error = GS_ENOMEM;
+    }
     if (r->wbwi) {
         rocksdb_writebatch_wi_delete(r->wb, (const char *)k->b, k->len);
-    } else if (wset_delete(&r->ws, k->b, k->len) != 0) {
-        r->entry_error = GS_ENOMEM;
     }
 }
 
@@ -588,14 +613,13 @@ static void wbwi_add(void *arg, const uint8_t *key, size_t klen, const uint8_t *
 rocksdb_iterator_t *rsm_iter(struct rsm *r)
 {
     rocksdb_iterator_t *base = rocksdb_create_iterator(r->db, r->readopts);
-    if (!r->in_entry || (!r->wbwi && wset_count(&r->ws) == 0)) {
+    if (!r->in_entry || wset_count(&r->ws) == 0) {
         /* Nothing written in this entry yet: the DB is the merged view. */
         return base;
     }
     if (!r->wbwi) {
         rocksdb_writebatch_wi_clear(r->wb);
         wset_for_each(&r->ws, wbwi_add, r->wb);
-        wset_reset(&r->ws);
         r->wbwi = true;
     }
     /* The merged iterator takes ownership of `base`. */
@@ -930,6 +954,7 @@ void rsm_detach(struct rsm *r)
     rocksdb_close(r->db);
     r->db = NULL;
     r->applied_index = 0;
+    rcache_clear(&r->cache);
 }
 
 int rsm_attach(struct rsm *r, char *errmsg, size_t errmsg_len)
@@ -942,6 +967,7 @@ int rsm_attach(struct rsm *r, char *errmsg, size_t errmsg_len)
     }
     errmsg[0] = '\0';
     assert(r->db == NULL);
+    rcache_clear(&r->cache);
     rocksdb_options_set_create_if_missing(r->options, 0);
     r->db = rocksdb_open(r->options, r->db_path, &err);
     rocksdb_options_set_create_if_missing(r->options, 1);

@@ -8,7 +8,9 @@
  *     one group's log to another group's DB;
  *   - entries: rsm_begin_entry() says whether an entry is new (index >
  *     applied_index) and starts an empty write set (engine/wset.h); reads
- *     during the entry see the DB plus the entry's earlier writes;
+ *     during the entry see the DB plus the entry's earlier writes; reads
+ *     in and out of entries go through a bounded cache of committed rows
+ *     (engine/rcache.h) that every commit keeps equal to the DB;
  *     rsm_commit_entry() writes the set with 'S' applied_index = index as one
  *     unsynced WriteBatch (the Raft log is the durable record; a crash before
  *     it means a replay that the index check turns into exactly-once);
@@ -47,6 +49,7 @@
 #include <rocksdb/c.h>
 
 #include "keys.h"
+#include "rcache.h"
 #include "wset.h"
 
 struct rsm_options {
@@ -65,15 +68,16 @@ struct rsm {
     rocksdb_options_t *options;
     rocksdb_readoptions_t *readopts;
     rocksdb_writeoptions_t *writeopts; /* sync = 0 */
-    /* The current entry's writes: a write set, until the entry asks for an
-     * iterator over the DB and its own writes; from then on (wbwi) a
+    /* The current entry's writes: a write set; once the entry asks for an
+     * iterator over the DB and its own writes (wbwi), also a
      * WriteBatchWithIndex holding the same writes, whose merged iterator
      * RocksDB provides. Both reused from entry to entry. */
     struct wset ws;
     rocksdb_writebatch_wi_t *wb;
-    rocksdb_writebatch_t *batch; /* the commit of a write-set entry */
-    bool wbwi;                   /* this entry's writes are in wb, not ws */
+    rocksdb_writebatch_t *batch; /* the commit of an entry without wbwi */
+    bool wbwi;                   /* this entry's writes are also in wb */
     int entry_error;             /* a write that failed (GS_ENOMEM): commit fails */
+    struct rcache cache;         /* committed rows read recently (rcache.h) */
     char *db_path;                     /* owned */
     uint64_t applied_index;            /* cache of 'S' applied_index */
     bool in_entry;                     /* between begin_entry and commit/abort */

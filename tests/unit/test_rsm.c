@@ -326,7 +326,8 @@ static void check_scan(struct fx *f, const int64_t *model, size_t n)
 /* Entries of random puts, deletes, reads and scans (a scan after a write
  * moves the entry to the indexed batch), some aborted, against a model:
  * every read inside an entry sees the entry's writes, an abort leaves
- * nothing, a commit leaves exactly the model's state. Seeded. */
+ * nothing (in the DB or in the row cache), a commit leaves exactly the
+ * model's state. Seeded. */
 static void test_entries_match_model(void **state)
 {
     struct fx *f = *state;
@@ -375,9 +376,22 @@ static void test_entries_match_model(void **state)
             assert_int_equal(rsm_commit_entry(&f->r, index), 0);
             memcpy(committed, cur, sizeof cur);
         }
-        /* Outside the entry: the committed state. */
+        /* Outside the entry: the committed state, by scan (the DB) and by
+         * point reads (through the row cache). */
         check_scan(f, committed, KEYS);
+        for (uint64_t id = 0; id < KEYS; id++) {
+            uint64_t v = 0;
+            int rv = get(f, id, &v);
+            if (committed[id] < 0) {
+                assert_int_equal(rv, GS_ENOTFOUND);
+            } else {
+                assert_int_equal(rv, 0);
+                assert_int_equal(v, (uint64_t)committed[id]);
+            }
+        }
     }
+    /* The reads above were mostly answered by the cache. */
+    assert_true(f->r.cache.hits > f->r.cache.misses);
 #undef NEXT
     assert_int_equal(rsm_applied_index(&f->r), index);
     /* And after a reopen. */

@@ -1,0 +1,73 @@
+/*
+ * A bounded cache of committed rows of one rsm: key -> value as the DB holds
+ * it after the last committed entry.
+ *
+ * The hot rows of a cell (the profiles, counters and outbox sequence that
+ * every update reads) are read from RocksDB several times per command on
+ * every replica, and each read searches the memtable's skiplist and the
+ * tables' filters. The cache answers them from a hash table instead.
+ *
+ * Invariant: every row in the cache equals the DB's committed row. The rsm
+ * keeps it so: a row read from the DB is added (rcache_put); a committed
+ * entry updates or drops the rows it wrote that are cached
+ * (rcache_update), and adds none of them (an entry writes idempotency and
+ * outbox rows that are never read again, which would only push hot rows
+ * out); anything that changes the DB in another way (open, detach and
+ * attach around a checkpoint install) empties the cache (rcache_clear).
+ *
+ * Bounded: at most RCACHE_MAX_ROWS rows and RCACHE_ARENA_BYTES of values;
+ * when either is reached the cache is emptied and refills from the reads
+ * that follow (a working set larger than the cache gets the hits its size
+ * allows, and memory stays fixed). Values up to RCACHE_MAX_VALUE bytes are
+ * cached; larger ones are read from the DB each time.
+ *
+ * Not thread-safe: owned by the rsm's thread.
+ */
+#ifndef GS_ENGINE_RCACHE_H
+#define GS_ENGINE_RCACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keys.h"
+
+#define RCACHE_MAX_ROWS ((size_t)1 << 15)
+#define RCACHE_ARENA_BYTES ((size_t)8 << 20)
+#define RCACHE_MAX_VALUE ((size_t)4096)
+
+struct rcache_slot {
+    uint64_t hash;
+    uint32_t voff, vlen, vcap; /* the value's place in the arena */
+    uint8_t klen;              /* 0: empty slot (keys are never empty here) */
+    uint8_t key[KEY_MAX];
+};
+
+struct rcache {
+    struct rcache_slot *slots; /* 2 * RCACHE_MAX_ROWS, NULL until first put */
+    size_t n_rows;
+    uint8_t *arena;
+    size_t arena_len;
+    uint64_t hits, misses, clears; /* counters, for tests and stats */
+};
+
+void rcache_init(struct rcache *c);
+void rcache_free(struct rcache *c);
+void rcache_clear(struct rcache *c);
+
+/* true and *val (valid until the next put, update or clear) and *vlen if
+ * the key is cached. Counts a hit or a miss. */
+bool rcache_get(struct rcache *c, const uint8_t *key, size_t klen, const uint8_t **val,
+                size_t *vlen);
+
+/* Cache key = val (a copy), replacing a cached value. Keys of length 0 or
+ * over KEY_MAX and values over RCACHE_MAX_VALUE are not cached. Never
+ * fails: without memory the cache is emptied and stays so. */
+void rcache_put(struct rcache *c, const uint8_t *key, size_t klen, const void *val, size_t vlen);
+
+/* A committed write: if key is cached, its value becomes val, or (val
+ * NULL: a delete) it is dropped. A key not cached stays so. */
+void rcache_update(struct rcache *c, const uint8_t *key, size_t klen, const void *val,
+                   size_t vlen);
+
+#endif /* GS_ENGINE_RCACHE_H */

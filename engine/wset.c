@@ -22,6 +22,17 @@
 #define WSET_KEEP_ARENA ((size_t)4 << 20)
 #define WSET_MIN_SLOTS 64
 
+/* Where an item's value is. A set whose values were all empty has no arena:
+ * an empty value still needs a pointer, since NULL means a tombstone. */
+static const uint8_t *item_value(const struct wset *w, const struct wset_item *it)
+{
+    static const uint8_t empty[1];
+    if (it->deleted) {
+        return NULL;
+    }
+    return w->arena != NULL ? w->arena + it->voff : empty;
+}
+
 void wset_init(struct wset *w)
 {
     memset(w, 0, sizeof *w);
@@ -192,7 +203,7 @@ enum wset_lookup wset_get(const struct wset *w, const uint8_t *key, size_t klen,
     if (it->deleted) {
         return WSET_DELETED;
     }
-    *val = w->arena + it->voff;
+    *val = item_value(w, it);
     *vlen = it->vlen;
     return WSET_VALUE;
 }
@@ -204,7 +215,7 @@ void wset_for_each(const struct wset *w,
 {
     for (size_t i = 0; i < w->n_items; i++) {
         const struct wset_item *it = &w->items[i];
-        fn(arg, it->key, it->klen, it->deleted ? NULL : w->arena + it->voff, it->vlen);
+        fn(arg, it->key, it->klen, item_value(w, it), it->vlen);
     }
 }
 
@@ -242,7 +253,7 @@ int wset_for_each_sorted(struct wset *w,
     qsort(w->order, w->n_items, sizeof *w->order, item_cmp);
     for (size_t i = 0; i < w->n_items; i++) {
         const struct wset_item *it = w->order[i];
-        fn(arg, it->key, it->klen, it->deleted ? NULL : w->arena + it->voff, it->vlen);
+        fn(arg, it->key, it->klen, item_value(w, it), it->vlen);
     }
     return 0;
 }

@@ -401,6 +401,31 @@ static void test_entries_match_model(void **state)
     check_scan(f, committed, KEYS);
 }
 
+/* An entry whose writes are all empty values (a time-index row, the stored
+ * result of an empty response) writes them, not tombstones. */
+static void test_empty_values(void **state)
+{
+    struct fx *f = *state;
+    struct key k;
+    char *v = NULL;
+    size_t len = 1;
+    assert_true(rsm_begin_entry(&f->r, 1));
+    key_of(&k, 9);
+    rsm_put(&f->r, &k, "", 0);
+    assert_int_equal(rsm_commit_entry(&f->r, 1), 0);
+    assert_int_equal(rsm_get(&f->r, &k, &v, &len), 0);
+    assert_int_equal(len, 0);
+    free(v);
+    /* Read from the DB, not only from the row cache. */
+    rsm_close(&f->r);
+    open_at(f, GROUP);
+    v = NULL;
+    len = 1;
+    assert_int_equal(rsm_get(&f->r, &k, &v, &len), 0);
+    assert_int_equal(len, 0);
+    free(v);
+}
+
 static void test_get_msg_and_corrupt(void **state)
 {
     struct fx *f = *state;
@@ -919,6 +944,7 @@ int main(void)
         T(test_abort_writes_nothing),
         T(test_read_your_writes),
         T(test_entries_match_model),
+        T(test_empty_values),
         T(test_get_msg_and_corrupt),
         T(test_digest_excludes_applied_index),
         T(test_digest_off_thread),

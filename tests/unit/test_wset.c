@@ -107,6 +107,29 @@ static void test_for_each_first_write_order_last_value(void **state)
 
 /* Many keys (the table and the arena grow), full-width keys, then a reset:
  * nothing is left and memory beyond the bound is released. */
+/* A set whose values are all empty has no arena; its values are still
+ * values, not tombstones (an idempotency row of an empty response, a time
+ * index row). */
+static void test_only_empty_values(void **state)
+{
+    (void)state;
+    struct wset w;
+    struct seen s = {0};
+    const uint8_t *v = NULL;
+    size_t n = 1;
+    wset_init(&w);
+    put_str(&w, "k", "");
+    assert_int_equal(wset_get(&w, (const uint8_t *)"k", 1, &v, &n), WSET_VALUE);
+    assert_non_null(v);
+    assert_int_equal(n, 0);
+    wset_for_each(&w, collect, &s);
+    assert_int_equal(wset_for_each_sorted(&w, collect, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_false(s.deleted[0]);
+    assert_false(s.deleted[1]);
+    wset_free(&w);
+}
+
 static void test_growth_and_reset(void **state)
 {
     (void)state;
@@ -161,6 +184,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_put_get_overwrite_delete),
         cmocka_unit_test(test_for_each_first_write_order_last_value),
+        cmocka_unit_test(test_only_empty_values),
         cmocka_unit_test(test_growth_and_reset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

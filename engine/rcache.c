@@ -35,7 +35,13 @@ void rcache_clear(struct rcache *c)
     }
     c->n_rows = 0;
     c->arena_len = 0;
+    memset(c->prefixes, 0, sizeof c->prefixes);
     c->clears++;
+}
+
+static bool prefix_cached(const struct rcache *c, const uint8_t *key)
+{
+    return (c->prefixes[key[0] >> 6] >> (key[0] & 63)) & 1;
 }
 
 /* The slot of key, or the empty slot ending its probe run. */
@@ -56,7 +62,7 @@ static size_t rcache_probe(const struct rcache *c, uint64_t h, const uint8_t *ke
 bool rcache_get(struct rcache *c, const uint8_t *key, size_t klen, const uint8_t **val,
                 size_t *vlen)
 {
-    if (c->slots == NULL || c->n_rows == 0 || klen == 0 || klen > KEY_MAX) {
+    if (c->n_rows == 0 || klen == 0 || klen > KEY_MAX || !prefix_cached(c, key)) {
         c->misses++;
         return false;
     }
@@ -153,6 +159,7 @@ void rcache_put(struct rcache *c, const uint8_t *key, size_t klen, const void *v
         (void)ok;
     }
     if (fresh) {
+        c->prefixes[key[0] >> 6] |= UINT64_C(1) << (key[0] & 63);
         sl->hash = h;
         sl->klen = (uint8_t)klen;
         memcpy(sl->key, key, klen);
@@ -163,7 +170,7 @@ void rcache_put(struct rcache *c, const uint8_t *key, size_t klen, const void *v
 void rcache_update(struct rcache *c, const uint8_t *key, size_t klen, const void *val,
                    size_t vlen)
 {
-    if (c->slots == NULL || c->n_rows == 0 || klen == 0 || klen > KEY_MAX) {
+    if (c->n_rows == 0 || klen == 0 || klen > KEY_MAX || !prefix_cached(c, key)) {
         return;
     }
     size_t s = rcache_probe(c, key_hash64(key, klen), key, klen);

@@ -21,6 +21,9 @@
  * allows, and memory stays fixed). Values up to RCACHE_MAX_VALUE bytes are
  * cached; larger ones are read from the DB each time.
  *
+ * Keys of a first byte never cached since the last clear (idempotency,
+ * outbox and time-index rows) are answered without a table probe.
+ *
  * Not thread-safe: owned by the rsm's thread.
  */
 #ifndef GS_ENGINE_RCACHE_H
@@ -48,6 +51,7 @@ struct rcache {
     size_t n_rows;
     uint8_t *arena;
     size_t arena_len;
+    uint64_t prefixes[4]; /* bit b: a cached key may start with byte b */
     uint64_t hits, misses, clears; /* counters, for tests and stats */
 };
 

@@ -472,7 +472,9 @@ static int value_copy(const uint8_t *src, size_t n, char **val, size_t *len)
     return 0;
 }
 
-int rsm_get(struct rsm *r, const struct key *k, char **val, size_t *len)
+/* rsm_get, through the row cache or (cached false: rows read once, such as
+ * idempotency rows) not. */
+static int rsm_get_cached(struct rsm *r, const struct key *k, bool cached, char **val, size_t *len)
 {
     const uint8_t *cv = NULL;
     size_t clen = 0;
@@ -487,7 +489,7 @@ int rsm_get(struct rsm *r, const struct key *k, char **val, size_t *len)
             break;
         }
     }
-    if (rcache_get(&r->cache, k->b, k->len, &cv, &clen)) {
+    if (cached && rcache_get(&r->cache, k->b, k->len, &cv, &clen)) {
         return value_copy(cv, clen, val, len);
     }
     char *v = rocksdb_get(r->db, r->readopts, (const char *)k->b, k->len, len, &err);
@@ -497,9 +499,16 @@ int rsm_get(struct rsm *r, const struct key *k, char **val, size_t *len)
     if (v == NULL) {
         return GS_ENOTFOUND;
     }
-    rcache_put(&r->cache, k->b, k->len, v, *len);
+    if (cached) {
+        rcache_put(&r->cache, k->b, k->len, v, *len);
+    }
     *val = v;
     return 0;
+}
+
+int rsm_get(struct rsm *r, const struct key *k, char **val, size_t *len)
+{
+    return rsm_get_cached(r, k, true, val, len);
 }
 
 int rsm_exists(struct rsm *r, const struct key *k, bool *exists)
@@ -537,13 +546,13 @@ int rsm_get_u64(struct rsm *r, const struct key *k, uint64_t *out)
     return 0;
 }
 
-int rsm_get_msg(struct rsm *r, const struct key *k, const ProtobufCMessageDescriptor *desc,
-                ProtobufCMessage **out)
+static int get_msg(struct rsm *r, const struct key *k, bool cached,
+                   const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out)
 {
     static const uint8_t empty[1];
     char *v = NULL;
     size_t len = 0;
-    int rv = rsm_get(r, k, &v, &len);
+    int rv = rsm_get_cached(r, k, cached, &v, &len);
     if (rv != 0) {
         return rv;
     }
@@ -556,6 +565,12 @@ int rsm_get_msg(struct rsm *r, const struct key *k, const ProtobufCMessageDescri
     }
     *out = m;
     return 0;
+}
+
+int rsm_get_msg(struct rsm *r, const struct key *k, const ProtobufCMessageDescriptor *desc,
+                ProtobufCMessage **out)
+{
+    return get_msg(r, k, true, desc, out);
 }
 
 void rsm_put(struct rsm *r, const struct key *k, const void *val, size_t len)
@@ -661,7 +676,8 @@ int rsm_result_get(struct rsm *r, uint64_t client_id, uint64_t client_seq, bool 
     ProtobufCMessage *m = NULL;
     struct key rk;
     key_pair(&rk, KEY_PREFIX_RESULT, client_id, client_seq);
-    int rv = rsm_get_msg(r, &rk, &geoscale__stored_result__descriptor, &m);
+    /* Not cached: a row found here is a retry's, read once. */
+    int rv = get_msg(r, &rk, false, &geoscale__stored_result__descriptor, &m);
     if (rv == GS_ENOTFOUND) {
         *found = false;
         return 0;

@@ -19,7 +19,10 @@
  * when either is reached the cache is emptied and refills from the reads
  * that follow (a working set larger than the cache gets the hits its size
  * allows, and memory stays fixed). Values up to RCACHE_MAX_VALUE bytes are
- * cached; larger ones are read from the DB each time.
+ * cached; larger ones are read from the DB each time. Both are allocated at
+ * the first row; the arena becomes resident as far as it fills, the table
+ * (8 MiB) once a few thousand rows are in: a group that reads little, or
+ * nothing, costs little.
  *
  * Keys of a first byte never cached since the last clear (idempotency,
  * outbox and time-index rows) are answered without a table probe.
@@ -35,8 +38,8 @@
 
 #include "keys.h"
 
-#define RCACHE_MAX_ROWS ((size_t)1 << 15)
-#define RCACHE_ARENA_BYTES ((size_t)8 << 20)
+#define RCACHE_MAX_ROWS ((size_t)1 << 16)
+#define RCACHE_ARENA_BYTES ((size_t)32 << 20)
 #define RCACHE_MAX_VALUE ((size_t)4096)
 
 struct rcache_slot {

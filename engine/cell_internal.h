@@ -79,8 +79,8 @@ struct cell_ctx {
 
 /* ---------------------------------------------------------------- cell_kv.c */
 
-/* Read a value. Returns 0 with *val (free with rocksdb_free) and *len, or
- * GS_ENOTFOUND, or GS_EIO. */
+/* Read a value (rsm_get). Returns 0 with *val (free with rocksdb_free) and
+ * *len, or GS_ENOTFOUND, or a fatal GS_ENOMEM / GS_EIO. */
 int cell_kv_get(struct cell_ctx *ctx, const struct key *k, char **val, size_t *len);
 /* Returns 0 and *exists, or GS_EIO. */
 int cell_kv_exists(struct cell_ctx *ctx, const struct key *k, bool *exists);

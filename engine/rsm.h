@@ -161,8 +161,9 @@ void rsm_abort_entry(struct rsm *r);
 
 /* ---------------------------------------------------------------- key-value */
 
-/* Read a value (through the batch in an entry). Returns 0 with *val (free with
- * rocksdb_free) and *len, GS_ENOTFOUND, or GS_EIO. */
+/* Read a value: in an entry the entry's own writes first, then the row
+ * cache, then the DB (whose answer is cached). Returns 0 with *val (free
+ * with rocksdb_free or free) and *len, GS_ENOTFOUND, GS_ENOMEM or GS_EIO. */
 int rsm_get(struct rsm *r, const struct key *k, char **val, size_t *len);
 /* 0 and *exists, or GS_EIO. */
 int rsm_exists(struct rsm *r, const struct key *k, bool *exists);

@@ -10,6 +10,11 @@
  * CheckpointChunk), verifies and installs it: its log says so, and all three
  * replicas converge to one digest. A CheckpointInfo for another cell id is
  * refused with PERMISSION_DENIED.
+ *
+ * A second test breaks one node's checkpoint directory (a file where the
+ * directory was): its snapshots fail, and it retries after a growing wait,
+ * not after every entry (a handful of failures over hundreds of entries),
+ * while the cell keeps answering.
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -19,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -69,6 +75,80 @@ static int log_contains(const struct cluster *c, int i, const char *needle)
     return found;
 }
 
+/* How many lines of node i's log contain `needle`. */
+static int log_count(const struct cluster *c, int i, const char *needle)
+{
+    FILE *f = fopen(c->nodes[i].log_path, "r");
+    if (f == NULL) {
+        return 0;
+    }
+    char line[2048];
+    int n = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        n += strstr(line, needle) != NULL;
+    }
+    fclose(f);
+    return n;
+}
+
+/* n sequential CreateUser calls (one entry each) through seeds. */
+static void create_users(const char *const *seeds, size_t n_seeds, const char *prefix, int n)
+{
+    struct gs_client_options opts = {.timeout_ms = 10000};
+    gs_sync *client = NULL;
+    assert_int_equal(gs_sync_open(seeds, n_seeds, &opts, &client), 0);
+    for (int k = 0; k < n; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "%s%d", prefix, k);
+        Geoscale__CreateUserRequest req = GEOSCALE__CREATE_USER_REQUEST__INIT;
+        req.username = name;
+        req.bio = "written while a replica was down";
+        ProtobufCMessage *resp = NULL;
+        int rv = gs_sync_call(client, GEOSCALE__METHOD__METHOD_CREATE_USER, &req.base, &resp, NULL);
+        assert_int_equal(rv, 0);
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    gs_sync_close(client);
+}
+
+static void test_checkpoint_failure_backs_off(void **state)
+{
+    struct cluster *c = *state;
+    int leader;
+    assert_int_equal(cluster_start(c, 60000), 0);
+    assert_int_equal(cluster_wait_leader(c, 30000, &leader), 0);
+    int broken = (leader + 1) % CLUSTER_NODES;
+    char dir[PATH_MAX + 16];
+    snprintf(dir, sizeof dir, "%s/checkpoints", c->nodes[broken].data_dir);
+    e2e_remove_tree(dir);
+    FILE *f = fopen(dir, "w");
+    assert_non_null(f);
+    fclose(f);
+    e2e_log("node %u: %s is now a file", c->nodes[broken].node_id, dir);
+
+    const char *seeds[CLUSTER_NODES];
+    for (int i = 0; i < CLUSTER_NODES; i++) {
+        seeds[i] = c->nodes[i].client_address;
+    }
+    double t0 = e2e_now_ms();
+    create_users(seeds, CLUSTER_NODES, "ckf", N_WRITES);
+    double took = e2e_now_ms() - t0;
+    int failures = log_count(c, broken, "event=checkpoint_failed");
+    e2e_log("%d sequential writes in %.0f ms; node %u: %d failed checkpoints", N_WRITES, took,
+            c->nodes[broken].node_id, failures);
+    /* Snapshots are due every 32 entries past the trailing 16, so without
+     * a wait nearly every entry would try again. With waits of 1, 2, 4 ...
+     * s, the number of tries is about log2 of the seconds the writes took. */
+    assert_true(failures >= 1);
+    int bound = 2;
+    for (double w = 1000; w < took; w *= 2) {
+        bound++;
+    }
+    assert_true(failures <= bound);
+    assert_true(cluster_node_alive(c, broken));
+    c->passed = 1;
+}
+
 static void test_snapshot_install(void **state)
 {
     struct cluster *c = *state;
@@ -85,20 +165,10 @@ static void test_snapshot_install(void **state)
     const char *seeds[2] = {c->nodes[leader].client_address, c->nodes[other].client_address};
     struct gs_client_options opts = {.timeout_ms = 10000};
     gs_sync *client = NULL;
-    assert_int_equal(gs_sync_open(seeds, 2, &opts, &client), 0);
     double t0 = e2e_now_ms();
-    for (int k = 0; k < N_WRITES; k++) {
-        char name[32];
-        snprintf(name, sizeof name, "snap%d", k);
-        Geoscale__CreateUserRequest req = GEOSCALE__CREATE_USER_REQUEST__INIT;
-        req.username = name;
-        req.bio = "written while a replica was down";
-        ProtobufCMessage *resp = NULL;
-        int rv = gs_sync_call(client, GEOSCALE__METHOD__METHOD_CREATE_USER, &req.base, &resp, NULL);
-        assert_int_equal(rv, 0);
-        protobuf_c_message_free_unpacked(resp, NULL);
-    }
+    create_users(seeds, 2, "snap", N_WRITES);
     e2e_log("%d sequential writes in %.0f ms", N_WRITES, e2e_now_ms() - t0);
+    assert_int_equal(gs_sync_open(seeds, 2, &opts, &client), 0);
 
     /* Residency guard: another cell's id is refused, on a member's own
      * connection. */
@@ -136,6 +206,7 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_snapshot_install, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_failure_backs_off, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

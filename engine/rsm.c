@@ -372,6 +372,34 @@ bool rsm_begin_entry(struct rsm *r, uint64_t index)
     return true;
 }
 
+/* Between entries the batches keep at most this much memory: one an
+ * unusually large entry grew beyond it is replaced by a new one. */
+#define RSM_KEEP_BATCH_BYTES ((size_t)4 << 20)
+
+static void wb_release(struct rsm *r)
+{
+    size_t n = 0;
+    rocksdb_writebatch_wi_data(r->wb, &n);
+    if (n > RSM_KEEP_BATCH_BYTES) {
+        rocksdb_writebatch_wi_destroy(r->wb);
+        r->wb = rocksdb_writebatch_wi_create(0, 1); /* overwrite_key: see above */
+    } else {
+        rocksdb_writebatch_wi_clear(r->wb);
+    }
+}
+
+static void batch_release(struct rsm *r)
+{
+    size_t n = 0;
+    rocksdb_writebatch_data(r->batch, &n);
+    if (n > RSM_KEEP_BATCH_BYTES) {
+        rocksdb_writebatch_destroy(r->batch);
+        r->batch = rocksdb_writebatch_create();
+    } else {
+        rocksdb_writebatch_clear(r->batch);
+    }
+}
+
 static void cache_update(void *arg, const uint8_t *key, size_t klen, const uint8_t *val,
                          size_t vlen)
 {
@@ -406,7 +434,7 @@ int rsm_commit_entry(struct rsm *r, uint64_t index)
     if (r->wbwi) {
         rocksdb_writebatch_wi_put(r->wb, (const char *)k.b, k.len, (const char *)v, sizeof v);
         rocksdb_write_writebatch_wi(r->db, r->writeopts, r->wb, &err);
-        rocksdb_writebatch_wi_clear(r->wb);
+        wb_release(r);
     } else {
         rocksdb_writebatch_clear(r->batch);
         if (wset_for_each_sorted(&r->ws, batch_add, r->batch) != 0) {
@@ -417,7 +445,7 @@ int rsm_commit_entry(struct rsm *r, uint64_t index)
         }
         rocksdb_writebatch_put(r->batch, (const char *)k.b, k.len, (const char *)v, sizeof v);
         rocksdb_write(r->db, r->writeopts, r->batch, &err);
-        rocksdb_writebatch_clear(r->batch);
+        batch_release(r);
     }
     if (err == NULL) {
         wset_for_each(&r->ws, cache_update, &r->cache);
@@ -440,7 +468,7 @@ int rsm_commit_entry(struct rsm *r, uint64_t index)
 
 void rsm_abort_entry(struct rsm *r)
 {
-    rocksdb_writebatch_wi_clear(r->wb);
+    wb_release(r);
     wset_reset(&r->ws);
     r->wbwi = false;
     r->in_entry = false;

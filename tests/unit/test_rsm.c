@@ -426,6 +426,51 @@ static void test_empty_values(void **state)
     free(v);
 }
 
+/* Entries larger than the batches keep between entries (a plain one
+ * committed, an indexed one aborted), then small ones: the replaced
+ * batches work as before. */
+static void test_large_entries(void **state)
+{
+    struct fx *f = *state;
+    enum { N = 100, V = 64 * 1024 };
+    char *big = malloc(V);
+    assert_non_null(big);
+    struct key k;
+    uint64_t v = 0;
+    for (int round = 0; round < 2; round++) {
+        memset(big, 'a' + round, V);
+        assert_true(rsm_begin_entry(&f->r, (uint64_t)round + 1));
+        for (uint64_t id = 0; id < N; id++) {
+            key_of(&k, 1000 + id);
+            rsm_put(&f->r, &k, big, V);
+        }
+        if (round == 0) {
+            assert_int_equal(rsm_commit_entry(&f->r, 1), 0);
+        } else {
+            rocksdb_iter_destroy(rsm_iter(&f->r)); /* to the indexed batch */
+            key_of(&k, 5000);
+            rsm_put(&f->r, &k, big, V);
+            rsm_abort_entry(&f->r);
+        }
+    }
+    put_entry(f, 2, 7, 77);
+    put_entry(f, 3, 8, 88);
+    assert_int_equal(get(f, 7, &v), 0);
+    assert_int_equal(v, 77);
+    assert_int_equal(get(f, 8, &v), 0);
+    assert_int_equal(v, 88);
+    char *val = NULL;
+    size_t len = 0;
+    key_of(&k, 1000 + N - 1);
+    assert_int_equal(rsm_get(&f->r, &k, &val, &len), 0);
+    assert_int_equal(len, V);
+    assert_int_equal(val[0], 'a');
+    free(val);
+    key_of(&k, 5000);
+    assert_int_equal(rsm_get(&f->r, &k, &val, &len), GS_ENOTFOUND);
+    free(big);
+}
+
 static void test_get_msg_and_corrupt(void **state)
 {
     struct fx *f = *state;
@@ -945,6 +990,7 @@ int main(void)
         T(test_read_your_writes),
         T(test_entries_match_model),
         T(test_empty_values),
+        T(test_large_entries),
         T(test_get_msg_and_corrupt),
         T(test_digest_excludes_applied_index),
         T(test_digest_off_thread),

@@ -129,8 +129,8 @@ struct group {
     bool transferring;          /* the transfer is under way */
     uint64_t transfer_deadline; /* loop time: close regardless after it */
 
-    /* After a failed checkpoint libraft asks for a snapshot again after
-     * every applied entry; the group waits instead, doubling from
+    /* After a failed snapshot (sync or checkpoint) libraft asks again
+     * after every applied entry; the group waits instead, doubling from
      * CKPT_RETRY_MIN_MS to CKPT_RETRY_MAX_MS (loop time). */
     uint64_t ckpt_retry_at;
     uint64_t ckpt_backoff_ms;
@@ -272,6 +272,17 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
 #define CKPT_RETRY_MIN_MS 1000
 #define CKPT_RETRY_MAX_MS 60000
 
+/* A snapshot attempt failed at loop time now: the next waits longer. */
+static uint64_t snapshot_backoff(struct group *g, uint64_t now)
+{
+    g->ckpt_backoff_ms = g->ckpt_backoff_ms == 0 ? CKPT_RETRY_MIN_MS
+                         : g->ckpt_backoff_ms >= CKPT_RETRY_MAX_MS / 2
+                             ? CKPT_RETRY_MAX_MS
+                             : 2 * g->ckpt_backoff_ms;
+    g->ckpt_retry_at = now + g->ckpt_backoff_ms;
+    return g->ckpt_backoff_ms;
+}
+
 static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
     struct group *g = fsm->data;
@@ -281,7 +292,8 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
     }
     int rv = g->cfg.ops->sync(g->cfg.sm);
     if (rv != 0) {
-        log_error("group", "event=snapshot_sync_failed code=%s", gs_error_name(rv));
+        log_error("group", "event=snapshot_sync_failed code=%s retry_in_ms=%" PRIu64,
+                  gs_error_name(rv), snapshot_backoff(g, now));
         return RAFT_IOERR;
     }
     if (g->checkpoint_dir != NULL && g->cfg.ops->rsm != NULL) {
@@ -291,18 +303,13 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
         rv = checkpoint_create(g->cfg.ops->rsm(g->cfg.sm), g->checkpoint_dir, NULL, errmsg,
                                sizeof errmsg);
         if (rv != 0) {
-            g->ckpt_backoff_ms = g->ckpt_backoff_ms == 0 ? CKPT_RETRY_MIN_MS
-                                 : g->ckpt_backoff_ms >= CKPT_RETRY_MAX_MS / 2
-                                     ? CKPT_RETRY_MAX_MS
-                                     : 2 * g->ckpt_backoff_ms;
-            g->ckpt_retry_at = now + g->ckpt_backoff_ms;
             log_error("group",
                       "event=checkpoint_failed code=%s detail=\"%s\" retry_in_ms=%" PRIu64,
-                      gs_error_name(rv), errmsg, g->ckpt_backoff_ms);
+                      gs_error_name(rv), errmsg, snapshot_backoff(g, now));
             return RAFT_IOERR;
         }
-        g->ckpt_backoff_ms = 0;
     }
+    g->ckpt_backoff_ms = 0;
     Geoscale__SnapshotManifest m = GEOSCALE__SNAPSHOT_MANIFEST__INIT;
     m.format = MANIFEST_FORMAT;
     m.applied_index = g->cfg.ops->applied_index(g->cfg.sm);

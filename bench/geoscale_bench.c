@@ -58,6 +58,7 @@
 
 #include <uv.h>
 
+#include "engine/mono.h"
 #include "geoscale.pb-c.h"
 #include "geoscale/client.h"
 #include "geoscale/errors.h"
@@ -207,13 +208,6 @@ struct bench {
 static atomic_bool interrupted;
 
 /* ------------------------------------------------------------ helpers */
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 __attribute__((format(printf, 1, 2))) static void note(const char *fmt, ...)
 {
@@ -558,7 +552,7 @@ static void worker_go(struct worker *w)
 {
     struct thread *t = w->t;
     struct bench *b = w->b;
-    uint64_t now = now_ns();
+    uint64_t now = gs_mono_ns();
     int rv;
 
     w->wake_ns = 0;
@@ -648,7 +642,7 @@ static void worker_next(struct worker *w)
     if (b->o.rate > 0) {
         w->wake_ns = arrival_ns(w, w->arrival);
     }
-    if (w->wake_ns != 0 && w->wake_ns > now_ns()) {
+    if (w->wake_ns != 0 && w->wake_ns > gs_mono_ns()) {
         heap_push(t, w);
         arm_timer(t);
         return;
@@ -707,7 +701,7 @@ static void setup_done(struct worker *w, int status, const uint8_t *body, size_t
         thread_maybe_close(w->t);
         return;
     }
-    w->wake_ns = now_ns() + 100 * 1000000ull; /* retry the item from CreateUser */
+    w->wake_ns = gs_mono_ns() + 100 * 1000000ull; /* retry the item from CreateUser */
     worker_next(w);
 }
 
@@ -728,7 +722,7 @@ static void op_done(int status, uint32_t leader_id, const uint8_t *body, size_t 
     if (status == 0) {
         status = check_response(w, body, len, &user_id);
     }
-    end = now_ns();
+    end = gs_mono_ns();
     if (w->start_ns >= b->t_measure && end < b->t_end) {
         if (status == 0) {
             hist_record(&t->hist, end - w->start_ns);
@@ -782,7 +776,7 @@ static void thread_maybe_close(struct thread *t)
 /* Wake the workers whose time has come. */
 static void wake_due(struct thread *t)
 {
-    uint64_t now = now_ns();
+    uint64_t now = gs_mono_ns();
     while (t->heap_len > 0 && t->heap[0]->wake_ns <= now) {
         worker_go(heap_pop(t));
     }
@@ -809,7 +803,7 @@ static void on_tick(uv_timer_t *tm)
 {
     struct thread *t = tm->data;
     struct bench *b = t->b;
-    uint64_t now = now_ns();
+    uint64_t now = gs_mono_ns();
     bool ending = atomic_load(&interrupted) ||
                   (b->phase == PHASE_SETUP && atomic_load(&b->setup_error) != 0) ||
                   (b->phase == PHASE_RUN && now >= b->t_end);
@@ -914,7 +908,7 @@ static int threads_init(struct bench *b)
         w->conn = t->conns[j / o->threads];
         w->index = i;
         w->rng = 0x2545F4914F6CDD1Dull ^ ((uint64_t)(i + 1) * 0x9E3779B97F4A7C15ull) ^
-                 (uint64_t)now_ns();
+                 (uint64_t)gs_mono_ns();
         w->heap_idx = SIZE_MAX;
         w->item = SIZE_MAX;
         t->workers[t->n_workers++] = w;
@@ -970,7 +964,7 @@ static void threads_free(struct bench *b)
  * prints progress once a second meanwhile. */
 static int run_phase(struct bench *b, enum phase phase)
 {
-    uint64_t last_done = 0, last_failed = 0, t0 = now_ns(), last_t = t0;
+    uint64_t last_done = 0, last_failed = 0, t0 = gs_mono_ns(), last_t = t0;
     int rv;
 
     b->phase = phase;
@@ -982,7 +976,7 @@ static int run_phase(struct bench *b, enum phase phase)
         return rv;
     }
     if (phase == PHASE_RUN) {
-        b->t_start = now_ns();
+        b->t_start = gs_mono_ns();
         b->t_measure = b->t_start + (uint64_t)(b->o.warmup * NS);
         b->t_end = b->t_measure + (uint64_t)(b->o.duration * NS);
     }
@@ -996,7 +990,7 @@ static int run_phase(struct bench *b, enum phase phase)
     while (atomic_load(&b->threads_left) > 0) {
         struct timespec ts = {0, 100 * 1000000L};
         nanosleep(&ts, NULL);
-        uint64_t now = now_ns();
+        uint64_t now = gs_mono_ns();
         if (now - last_t < 1000000000ull) {
             continue;
         }
@@ -1033,7 +1027,7 @@ static int wait_metadata(struct bench *b)
     struct gs_client_options copts = {.timeout_ms = 2000};
     gs_sync *s = NULL;
     size_t step = b->population > 100 ? b->population / 100 : 1;
-    uint64_t deadline = now_ns() + 60ull * 1000000000ull;
+    uint64_t deadline = gs_mono_ns() + 60ull * 1000000000ull;
     int rv = gs_sync_open(b->o.seeds, b->o.n_seeds, &copts, &s);
 
     for (size_t i = 0; rv == 0 && i < b->population; i += step) {
@@ -1044,7 +1038,7 @@ static int wait_metadata(struct bench *b)
         if (resp != NULL) {
             protobuf_c_message_free_unpacked(resp, NULL);
         }
-        if (rv == GS_ENOTFOUND && now_ns() < deadline && !atomic_load(&interrupted)) {
+        if (rv == GS_ENOTFOUND && gs_mono_ns() < deadline && !atomic_load(&interrupted)) {
             struct timespec ts = {0, 50 * 1000000L};
             nanosleep(&ts, NULL);
             i -= step; /* again */
@@ -1062,7 +1056,7 @@ static int wait_metadata(struct bench *b)
 
 static int setup(struct bench *b)
 {
-    uint64_t t0 = now_ns();
+    uint64_t t0 = gs_mono_ns();
     int rv;
 
     if (b->population == 0) {
@@ -1087,7 +1081,7 @@ static int setup(struct bench *b)
         return rv;
     }
     note("setup: %zu users ready (%zu reused) in %.1f s", b->population,
-         atomic_load(&b->items_reused), (double)(now_ns() - t0) / NS);
+         atomic_load(&b->items_reused), (double)(gs_mono_ns() - t0) / NS);
     if (b->o.workload == WL_META_READ) {
         rv = wait_metadata(b);
     }
@@ -1139,7 +1133,7 @@ static void collect(struct bench *b, struct result *r)
         }
     }
     if (atomic_load(&interrupted)) {
-        double d = (double)(now_ns() - b->t_measure) / NS;
+        double d = (double)(gs_mono_ns() - b->t_measure) / NS;
         r->duration = d < 0 ? 0 : d < b->o.duration ? d : b->o.duration;
     }
 }
@@ -1475,7 +1469,7 @@ int main(int argc, char **argv)
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint);
 
-    uint64_t seed = now_ns() ^ ((uint64_t)getpid() << 32);
+    uint64_t seed = gs_mono_ns() ^ ((uint64_t)getpid() << 32);
     snprintf(b->tag, sizeof b->tag, "%08" PRIx64, (uint64_t)(rng_next(&seed) & 0xffffffffu));
     b->population = b->o.workload == WL_SIGNUP ? 0 : is_kv(b->o.workload) ? b->o.keys : b->o.users;
     if (b->o.workload == WL_FOLLOW || b->o.workload == WL_MIXED) {

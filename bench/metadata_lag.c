@@ -37,6 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/mono.h"
 #include "geoscale.pb-c.h"
 #include "geoscale/client.h"
 #include "geoscale/errors.h"
@@ -68,13 +69,6 @@ struct bench {
     atomic_uint_fast64_t load_ok;
     atomic_uint_fast64_t load_err;
 };
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 static void sleep_ms(double ms)
 {
@@ -312,7 +306,7 @@ static int measure(struct bench *b, struct results *res)
         req.plan = plan;
         err = gs_sync_call(s[u->region], GEOSCALE__METHOD__METHOD_UPDATE_USER, &req.base, &resp,
                            NULL);
-        t0 = now_ms();
+        t0 = gs_mono_ms();
         if (err != 0 || resp == NULL ||
             ((Geoscale__UpdateUserResponse *)resp)->profile == NULL) {
             progress("update %zu (user %" PRIu64 "): %s", i, u->id,
@@ -334,12 +328,12 @@ static int measure(struct bench *b, struct results *res)
                 if (seen[r] < 0) {
                     int64_t v = poll_version(&pollers[r], u->id);
                     if (v >= 0 && (uint64_t)v >= version) {
-                        seen[r] = now_ms() - t0;
+                        seen[r] = gs_mono_ms() - t0;
                         left--;
                     }
                 }
             }
-            if (left == 0 || now_ms() - t0 >= GIVE_UP_MS) {
+            if (left == 0 || gs_mono_ms() - t0 >= GIVE_UP_MS) {
                 break;
             }
             sleep_ms(POLL_INTERVAL_MS);
@@ -529,12 +523,12 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    double t = now_ms();
+    double t = gs_mono_ms();
     progress("creating %zu users over %zu regions", b.n_users, b.cfg.n_regions);
     if ((rv = create_users(&b)) != 0) {
         return 1;
     }
-    progress("created %zu users in %.0f ms; starting %zu load clients", b.n_users, now_ms() - t,
+    progress("created %zu users in %.0f ms; starting %zu load clients", b.n_users, gs_mono_ms() - t,
              b.n_load);
 
     loaders = calloc(b.n_load + 1, sizeof *loaders);
@@ -552,9 +546,9 @@ int main(int argc, char **argv)
     sleep_ms(500); /* let the load get going */
     uint64_t ok0 = atomic_load(&b.load_ok);
     uint64_t err0 = atomic_load(&b.load_err);
-    t = now_ms();
+    t = gs_mono_ms();
     rv = measure(&b, &res);
-    res.elapsed_s = (now_ms() - t) / 1000;
+    res.elapsed_s = (gs_mono_ms() - t) / 1000;
     res.load_ok = atomic_load(&b.load_ok) - ok0;
     res.load_err = atomic_load(&b.load_err) - err0;
     atomic_store(&b.stop, true);

@@ -52,6 +52,7 @@
 #include "chaos/checker.h"
 #include "chaos/history.h"
 #include "chaos/runner_net.h"
+#include "engine/mono.h"
 #include "geoscale.pb-c.h"
 #include "geoscale/client.h"
 #include "geoscale/errors.h"
@@ -151,20 +152,6 @@ static void on_signal(int sig)
     g_stop_signal = sig;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
 static double g_t0;
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -175,7 +162,7 @@ static void say(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "chaos [%7.1fs] %s\n", now_s() - g_t0, line);
+    fprintf(stderr, "chaos [%7.1fs] %s\n", gs_mono_s() - g_t0, line);
 }
 
 /* splitmix64: the schedule's and the clients' random numbers. */
@@ -580,13 +567,13 @@ static int find_leader(struct run *r)
 
 static int wait_leader(struct run *r, double timeout_s)
 {
-    double end = now_s() + timeout_s;
-    while (now_s() < end && !g_stop_signal) {
+    double end = gs_mono_s() + timeout_s;
+    while (gs_mono_s() < end && !g_stop_signal) {
         int l = find_leader(r);
         if (l >= 0) {
             return l;
         }
-        sleep_ms(200);
+        gs_sleep_ms(200);
     }
     return -1;
 }
@@ -594,9 +581,9 @@ static int wait_leader(struct run *r, double timeout_s)
 /* Wait until every node reports the same StateDigest. 0 or GS_ETIMEOUT. */
 static int wait_converged(struct run *r, double timeout_s)
 {
-    double end = now_s() + timeout_s;
+    double end = gs_mono_s() + timeout_s;
     char last[256] = "";
-    while (now_s() < end && !g_stop_signal) {
+    while (gs_mono_s() < end && !g_stop_signal) {
         uint8_t digest[N][32];
         uint64_t applied[N];
         bool all = true;
@@ -629,7 +616,7 @@ static int wait_converged(struct run *r, double timeout_s)
                 return 0;
             }
         }
-        sleep_ms(500);
+        gs_sleep_ms(500);
     }
     say("FAILURE: replicas did not converge within %.0fs (last: %s)", timeout_s,
         last[0] != '\0' ? last : "no answer from every node");
@@ -875,7 +862,7 @@ static void *client_main(void *arg)
             op_follow(c);
         }
         if (atomic_load(&r->n_fail) + atomic_load(&r->n_info) != before_fail) {
-            sleep_ms(50); /* do not spin against a node that is down */
+            gs_sleep_ms(50); /* do not spin against a node that is down */
         }
     }
     gs_sync_close(c->s);
@@ -904,7 +891,7 @@ static int setup_keys(struct run *r)
             if (rv != GS_EUNAVAILABLE && rv != GS_ETIMEOUT && rv != GS_ECONNECT) {
                 break;
             }
-            sleep_ms(500);
+            gs_sleep_ms(500);
         }
         if (rv != 0) {
             say("setup: creating register user %u failed: %s", k, gs_error_name(rv));
@@ -1028,7 +1015,7 @@ static int episode_apply(struct run *r, const struct episode *e)
 static void progress(struct run *r, double *last_t, long *last_ops)
 {
     long ok = atomic_load(&r->n_ok), fail = atomic_load(&r->n_fail), info = atomic_load(&r->n_info);
-    double t = now_s();
+    double t = gs_mono_s();
     long ops = ok + fail + info;
     char errors[512];
     errors_describe(errors, sizeof errors);
@@ -1042,15 +1029,15 @@ static void progress(struct run *r, double *last_t, long *last_ops)
  * progress. false if a stop signal came. */
 static bool wait_until(struct run *r, double until, double *last_t, long *last_ops)
 {
-    while (now_s() < until) {
+    while (gs_mono_s() < until) {
         if (g_stop_signal) {
             return false;
         }
         nodes_check_exits(r);
-        if (now_s() - *last_t >= 5.0) {
+        if (gs_mono_s() - *last_t >= 5.0) {
             progress(r, last_t, last_ops);
         }
-        sleep_ms(100);
+        gs_sleep_ms(100);
     }
     return true;
 }
@@ -1082,7 +1069,7 @@ static int final_exists(struct run *r, gs_sync *s, int64_t *process, uint64_t us
         chaos_history_record(r->hist, *process, CHAOS_FAIL, CHAOS_F_FINAL_EXISTS, key,
                              chaos_value_null());
         count(r, CHAOS_F_FINAL_EXISTS, CHAOS_FAIL);
-        sleep_ms(500);
+        gs_sleep_ms(500);
     }
     return rv;
 }
@@ -1133,7 +1120,7 @@ static int final_following(struct run *r, gs_sync *s, int64_t *process, uint64_t
         chaos_history_record(r->hist, *process, CHAOS_FAIL, CHAOS_F_FINAL_FOLLOWING, key,
                              chaos_value_null());
         count(r, CHAOS_F_FINAL_FOLLOWING, CHAOS_FAIL);
-        sleep_ms(500);
+        gs_sleep_ms(500);
     }
     return rv;
 }
@@ -1369,7 +1356,7 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
-    g_t0 = now_s();
+    g_t0 = gs_mono_s();
     pthread_mutex_init(&r->mu, NULL);
     atomic_store(&r->value_seq, 1);
 
@@ -1492,7 +1479,7 @@ int main(int argc, char **argv)
     }
 
     /* Faults. */
-    double start = now_s(), last_t = start;
+    double start = gs_mono_s(), last_t = start;
     long last_ops = 0;
     bool interrupted = false;
     for (size_t i = 0; i < sched.n && !interrupted; i++) {

@@ -53,6 +53,7 @@
 #include <arpa/inet.h>
 #include <jansson.h>
 
+#include "engine/mono.h"
 #include "geoscale.pb-c.h"
 #include "geoscale/client.h"
 #include "geoscale/errors.h"
@@ -237,20 +238,6 @@ struct cluster_dir {
     char dir[PATH_MAX];       /* absolute */
     char file[PATH_MAX + 16]; /* dir/cluster.json */
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
 
 /* Resolve DIR (which must exist unless create) into *d. Returns 0 or -1 with
  * a message in err. */
@@ -723,7 +710,7 @@ static int wait_leaders(const char *sub, const struct cluster_dir *d,
                         const struct cluster_config *c, const struct group_ref *groups, size_t n,
                         const pid_t *pids, unsigned wait_s)
 {
-    double t0 = now_s(), last_report = t0;
+    double t0 = gs_mono_s(), last_report = t0;
     size_t led = 0;
     for (;;) {
         for (size_t i = 0; i < c->n_nodes; i++) {
@@ -765,7 +752,7 @@ static int wait_leaders(const char *sub, const struct cluster_dir *d,
             }
         }
         snapshot_free(&s);
-        double t = now_s();
+        double t = gs_mono_s();
         if (led == n) {
             fprintf(stderr, "geoscale cluster %s: %s %zu group%s %s a leader (%.1f s)\n", sub,
                     n > 1 ? "all" : "the", n, n > 1 ? "s" : "", n > 1 ? "have" : "has", t - t0);
@@ -785,7 +772,7 @@ static int wait_leaders(const char *sub, const struct cluster_dir *d,
                     sub, led, n, t - t0, missing);
             last_report = t;
         }
-        sleep_ms(200);
+        gs_sleep_ms(200);
     }
 }
 
@@ -1551,7 +1538,7 @@ static int run_down(const struct subcommand *sc, const char *const *values, bool
         }
     }
     fflush(stdout);
-    double t0 = now_s();
+    double t0 = gs_mono_s();
     size_t left = signalled;
     while (left > 0) {
         left = 0;
@@ -1561,7 +1548,7 @@ static int run_down(const struct subcommand *sc, const char *const *values, bool
             }
             if (!pid_alive(pids[i])) {
                 printf("node %" PRIu64 ": stopped (pid %ld exited %.1f s after SIGTERM)\n", ids[i],
-                       (long)pids[i], now_s() - t0);
+                       (long)pids[i], gs_mono_s() - t0);
                 char path[PATH_MAX + 32];
                 node_path(&d, ids[i], ".pid", path, sizeof path);
                 unlink(path);
@@ -1570,11 +1557,11 @@ static int run_down(const struct subcommand *sc, const char *const *values, bool
                 left++;
             }
         }
-        if (left == 0 || now_s() - t0 >= (double)wait_s) {
+        if (left == 0 || gs_mono_s() - t0 >= (double)wait_s) {
             break;
         }
         fflush(stdout);
-        sleep_ms(100);
+        gs_sleep_ms(100);
     }
     for (size_t i = 0; i < n; i++) {
         if (pids[i] == 0) {
@@ -1584,7 +1571,7 @@ static int run_down(const struct subcommand *sc, const char *const *values, bool
         if (pid_is_our_node(pids[i], d.file) && kill(pids[i], SIGKILL) == 0) {
             killed++;
             for (int k = 0; k < 50 && pid_alive(pids[i]); k++) {
-                sleep_ms(20);
+                gs_sleep_ms(20);
             }
         }
         bool gone = !pid_alive(pids[i]);

@@ -54,6 +54,7 @@
 #include <uv.h>
 
 #include "../hist.h"
+#include "engine/mono.h"
 #include "raft/tcp_nodelay.h"
 
 #define PROBE_REPLICAS 3
@@ -125,13 +126,6 @@ struct probe {
     _Atomic uint64_t t_start_ns, t_measure_ns, t_end_ns;
 };
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* ------------------------------------------------------------------ FSM */
 
 static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
@@ -192,7 +186,7 @@ static void propose(struct replica *r, struct proposal *p);
  * not propose (end of the window reached, or leadership lost). */
 static void proposer_maybe_finish(struct replica *r)
 {
-    if (r->inflight == 0 && (!r->proposing || now_ns() >= atomic_load(&r->probe->t_end_ns))) {
+    if (r->inflight == 0 && (!r->proposing || gs_mono_ns() >= atomic_load(&r->probe->t_end_ns))) {
         r->proposing = false;
         atomic_store(&r->probe->finished, true);
     }
@@ -222,7 +216,7 @@ static void proposal_cb(struct raft_apply *req, int status, void *result)
     struct proposal *p = req->data;
     struct replica *r = p->rep;
     struct probe *pr = r->probe;
-    uint64_t now = now_ns();
+    uint64_t now = gs_mono_ns();
     r->inflight--;
     atomic_fetch_add(&pr->completed, 1);
     if (p->start_ns >= atomic_load(&pr->t_measure_ns) && now < atomic_load(&pr->t_end_ns)) {
@@ -255,7 +249,7 @@ static void propose(struct replica *r, struct proposal *p)
     memset((char *)entry + sizeof magic, 'x', len - sizeof magic);
     struct raft_buffer buf = {.base = entry, .len = len};
     p->req.data = p;
-    p->start_ns = now_ns();
+    p->start_ns = gs_mono_ns();
     int rv = raft_apply(&r->raft, &p->req, &buf, 1, proposal_cb);
     if (rv != 0) {
         if (rv == RAFT_NOTLEADER || rv == RAFT_NOSPACE) {
@@ -282,7 +276,7 @@ static void tick_cb(uv_timer_t *t)
     if (!atomic_compare_exchange_strong(&pr->leader_id, &expected, r->id)) {
         return;
     }
-    uint64_t t0 = now_ns();
+    uint64_t t0 = gs_mono_ns();
     atomic_store(&pr->t_start_ns, t0);
     atomic_store(&pr->t_measure_ns, t0 + (uint64_t)(pr->opt.warmup_s * 1e9));
     atomic_store(&pr->t_end_ns, t0 + (uint64_t)((pr->opt.warmup_s + pr->opt.duration_s) * 1e9));
@@ -376,7 +370,7 @@ static int replica_setup(struct replica *r, const struct raft_configuration *con
                  raft_errmsg(&r->raft));
         return rv;
     }
-    raft_seed(&r->raft, (unsigned)now_ns() ^ (r->id * 2654435761u));
+    raft_seed(&r->raft, (unsigned)gs_mono_ns() ^ (r->id * 2654435761u));
     raft_set_election_timeout(&r->raft, PROBE_ELECTION_TIMEOUT_MS);
     raft_set_heartbeat_timeout(&r->raft, PROBE_HEARTBEAT_TIMEOUT_MS);
     raft_set_snapshot_threshold(&r->raft, PROBE_SNAPSHOT_THRESHOLD);
@@ -706,7 +700,7 @@ int main(int argc, char **argv)
     }
 
     /* Wait for setup, then for a leader (10 s), then for the run. */
-    uint64_t t0 = now_ns();
+    uint64_t t0 = gs_mono_ns();
     for (unsigned i = 0; i < PROBE_REPLICAS; i++) {
         while (atomic_load(&pr->replicas[i].ready) == 0) {
             usleep(1000);
@@ -717,16 +711,16 @@ int main(int argc, char **argv)
         }
     }
     while (atomic_load(&pr->leader_id) == 0) {
-        if (now_ns() - t0 > 10000000000ull) {
+        if (gs_mono_ns() - t0 > 10000000000ull) {
             fprintf(stderr, "raft-probe: no leader within 10 s\n");
             goto out;
         }
         usleep(1000);
     }
     uint64_t limit = (uint64_t)((pr->opt.warmup_s + pr->opt.duration_s + 30) * 1e9);
-    uint64_t last = 0, last_t = now_ns(), next_report = last_t + 1000000000u;
+    uint64_t last = 0, last_t = gs_mono_ns(), next_report = last_t + 1000000000u;
     while (!atomic_load(&pr->finished)) {
-        uint64_t now = now_ns();
+        uint64_t now = gs_mono_ns();
         if (now - atomic_load(&pr->t_start_ns) > limit) {
             fprintf(stderr, "raft-probe: the run did not end within 30 s of its end\n");
             goto out;
@@ -747,9 +741,9 @@ int main(int argc, char **argv)
     /* Every replica applies what the leader applied (bounded wait). */
     struct replica *leader = &pr->replicas[atomic_load(&pr->leader_id) - 1];
     uint64_t want = atomic_load(&leader->applied);
-    uint64_t deadline = now_ns() + 30000000000ull;
+    uint64_t deadline = gs_mono_ns() + 30000000000ull;
     bool agree = false;
-    while (!agree && now_ns() < deadline) {
+    while (!agree && gs_mono_ns() < deadline) {
         agree = true;
         for (unsigned i = 0; i < PROBE_REPLICAS; i++) {
             agree = agree && atomic_load(&pr->replicas[i].applied) >= want;

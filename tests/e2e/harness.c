@@ -30,6 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/mono.h"
+
 #ifndef GEOSCALED_PATH
 #error "GEOSCALED_PATH must name the geoscaled binary"
 #endif
@@ -51,16 +53,12 @@ void e2e_log(const char *fmt, ...)
 
 double e2e_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+    return gs_mono_ms();
 }
 
 void e2e_sleep_ms(unsigned ms)
 {
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
+    gs_sleep_ms(ms);
 }
 
 /* ------------------------------------------------------------------ setup */

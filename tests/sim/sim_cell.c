@@ -37,6 +37,7 @@
 #include <cmocka.h>
 
 #include "engine/log.h"
+#include "engine/mono.h"
 #include "sim.h"
 
 /* The replay line of the seed being run, for the SIGABRT handler. A global
@@ -74,13 +75,6 @@ static uint64_t env_u64(const char *name, uint64_t dflt, bool *set)
     return x;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void set_replay(uint64_t seed)
 {
     snprintf(replay_line, sizeof replay_line,
@@ -104,7 +98,7 @@ static void test_seeds(void **state)
     unsigned n_failed = 0;
     struct sim_report total = {0};
     uint64_t sim_ms = 0;
-    double t0 = now_s();
+    double t0 = gs_mono_s();
 
     for (uint64_t seed = first; seed < first + count; seed++) {
         struct sim_config cfg = {.seed = seed, .faults = true, .io_faults = io_faults,
@@ -140,7 +134,7 @@ static void test_seeds(void **state)
         total.unavailable += rep.unavailable;
         sim_ms += rep.sim_ms;
     }
-    double elapsed = now_s() - t0;
+    double elapsed = gs_mono_s() - t0;
     fprintf(stderr,
             "sim: %" PRIu64 " seeds from %" PRIu64 " in %.1f s (%.1f s simulated): %" PRIu64
             " entries proposed, %" PRIu64 " acked (%" PRIu64 " commands), %" PRIu64

@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "engine/cell_fsm.h"
+#include "engine/mono.h"
 #include "geoscale.pb-c.h"
 #include "geoscale/errors.h"
 #include "raft/group.h"
@@ -168,19 +169,12 @@ static int teardown(void **state)
     return 0;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Index of the node that is leader (and known as leader by a quorum), or -1
  * after timeout_s. */
 static int wait_leader(struct fixture *f, double timeout_s)
 {
-    double deadline = now_s() + timeout_s;
-    while (now_s() < deadline) {
+    double deadline = gs_mono_s() + timeout_s;
+    while (gs_mono_s() < deadline) {
         for (int i = 0; i < N; i++) {
             if (!f->nodes[i].running) {
                 continue;
@@ -204,8 +198,8 @@ static void run_requests(struct fixture *f, int i, struct group_request *reqs, s
         reqs[k].reply_box = &f->replies;
         group_submit(f->nodes[i].group, &reqs[k]);
     }
-    double deadline = now_s() + 20;
-    while (f->completed < n && now_s() < deadline) {
+    double deadline = gs_mono_s() + 20;
+    while (f->completed < n && gs_mono_s() < deadline) {
         uv_run(&f->loop, UV_RUN_ONCE);
     }
     assert_int_equal(f->completed, n);
@@ -261,7 +255,7 @@ static void digest_of(struct fixture *f, int i, uint8_t out[32], uint64_t *appli
 /* All running replicas reach the same applied index and digest. */
 static void assert_converged(struct fixture *f, double timeout_s)
 {
-    double deadline = now_s() + timeout_s;
+    double deadline = gs_mono_s() + timeout_s;
     for (;;) {
         uint8_t first[32], d[32];
         uint64_t first_applied = 0, applied = 0;
@@ -282,7 +276,7 @@ static void assert_converged(struct fixture *f, double timeout_s)
         if (same) {
             return;
         }
-        if (now_s() > deadline) {
+        if (gs_mono_s() > deadline) {
             fail_msg("replicas did not converge");
         }
         usleep(50 * 1000);
@@ -304,11 +298,11 @@ static void test_writes_reads_and_followers(void **state)
     size_t len = geoscale__create_user_request__pack(&c, body);
     struct group_request r = make_req(GEOSCALE__METHOD__METHOD_CREATE_USER, body, len, 2);
     /* The follower may not have heard of the leader yet: wait until it has. */
-    double deadline = now_s() + 5;
+    double deadline = gs_mono_s() + 5;
     do {
         r = make_req(GEOSCALE__METHOD__METHOD_CREATE_USER, body, len, 2);
         run_requests(f, follower, &r, 1);
-    } while (r.result.status == GS_EUNAVAILABLE && now_s() < deadline);
+    } while (r.result.status == GS_EUNAVAILABLE && gs_mono_s() < deadline);
     assert_int_equal(r.result.status, GS_ENOTLEADER);
     assert_int_equal(r.leader_id, f->peers[leader].id);
     assert_null(r.result.body);

@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include "engine/mono.h"
 #include "geoscale/errors.h"
 #include "net/route_cache.h"
 
@@ -484,13 +485,6 @@ static void *race_reader(void *arg)
     return NULL;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void test_readers_race_writer(void **state)
 {
     (void)state;
@@ -505,8 +499,8 @@ static void test_readers_race_writer(void **state)
     uint64_t version = 1;
     unsigned gen = 0;
     uint64_t writes = 0, bumps = 0;
-    double end = now_s() + 1.0;
-    while (now_s() < end) {
+    double end = gs_mono_s() + 1.0;
+    while (gs_mono_s() < end) {
         for (int k = 0; k < 100; k++, gen++) {
             uint32_t cell_id = 1 + gen % RACE_CELLS;
             struct route_cell c;

@@ -23,6 +23,18 @@ command -v jq >/dev/null || {
 # ms FILE QUANTILE: latency in ms with 2 decimals, from the JSON's microseconds.
 ms() { jq -r --arg q "$2" '.latency_us[$q] / 1000 | . * 100 | round / 100' "$1"; }
 ops() { jq -r '.throughput | round' "$1"; }
+# run_cells FILE: one system's cells of a row into c_ops, c_lat, c_err
+# ("failed" without JSON, "not run" without even a log).
+run_cells() {
+    c_ops=failed c_lat=- c_err=-
+    if [ -s "$1" ]; then
+        c_ops=$(ops "$1")
+        c_lat="$(ms "$1" p50) / $(ms "$1" p99)"
+        c_err=$(errs "$1")
+    elif [ ! -e "${1%.json}.log" ]; then
+        c_ops="not run"
+    fi
+}
 errs() { jq -r '[.errors | to_entries[] | "\(.key) \(.value)"] | join(", ") | if . == "" then "0" else . end' "$1"; }
 
 # names: the file names of OUT, one a line.
@@ -78,22 +90,10 @@ for vs in $sizes; do
             g=$out/geoscale-$wl-v$vs-c$c.json
             e=$out/etcd-$wl-v$vs-c$c.json
             [ -e "$g" ] || [ -e "$e" ] || [ -e "${g%.json}.log" ] || [ -e "${e%.json}.log" ] || continue
-            gops=failed ge=- glat=-
-            eops=failed ee=- elat=-
-            if [ -s "$g" ]; then
-                gops=$(ops "$g")
-                glat="$(ms "$g" p50) / $(ms "$g" p99)"
-                ge=$(errs "$g")
-            elif [ ! -e "${g%.json}.log" ]; then
-                gops="not run"
-            fi
-            if [ -s "$e" ]; then
-                eops=$(ops "$e")
-                elat="$(ms "$e" p50) / $(ms "$e" p99)"
-                ee=$(errs "$e")
-            elif [ ! -e "${e%.json}.log" ]; then
-                eops="not run"
-            fi
+            run_cells "$g"
+            gops=$c_ops glat=$c_lat ge=$c_err
+            run_cells "$e"
+            eops=$c_ops elat=$c_lat ee=$c_err
             ratio=-
             if [[ $gops =~ ^[0-9]+$ && $eops =~ ^[0-9]+$ ]] && [ "$eops" -gt 0 ]; then
                 ratio=$(awk -v a="$gops" -v b="$eops" 'BEGIN { printf "%.2f", a / b }')

@@ -126,27 +126,11 @@ log "results in $OUT, data directories in $work"
 
 # shellcheck source=bench/lib/ports.sh
 . "$root/bench/lib/ports.sh"
+# shellcheck source=bench/lib/procs.sh
+. "$root/bench/lib/procs.sh"
 # shellcheck source=bench/lib/etcd.sh
 . "$root/bench/lib/etcd.sh"
 
-# stop_pids PID...: SIGTERM, then SIGKILL whatever still runs after 10 s.
-stop_pids() {
-    local pid i
-    for pid in "$@"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "$@"; do
-        for ((i = 0; i < 100; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "pid $pid did not exit within 10 s of SIGTERM; SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-        wait "$pid" 2>/dev/null || true
-    done
-}
 
 gs_pids=()
 # shellcheck disable=SC2317 # run by the EXIT trap

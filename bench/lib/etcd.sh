@@ -11,7 +11,8 @@
 #   etcd_stop        SIGTERM the members, wait (SIGKILL after 10 s).
 #   etcd_status      `etcdctl endpoint status` of the three, as a table.
 #
-# Ports: six free loopback ports found with bench/lib/ports.sh.
+# Ports: six free loopback ports found with bench/lib/ports.sh; stopping
+# with stop_pids (bench/lib/procs.sh). Both sourced first.
 
 # shellcheck source=bench/lib/ports.sh
 . "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
@@ -79,17 +80,6 @@ etcd_status() {
 }
 
 etcd_stop() {
-    local pid i
-    for pid in "${ETCD_PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${ETCD_PIDS[@]}"; do
-        for ((i = 0; i < 100; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    [ "${#ETCD_PIDS[@]}" -eq 0 ] || stop_pids "${ETCD_PIDS[@]}"
     ETCD_PIDS=()
 }

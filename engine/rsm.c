@@ -484,66 +484,82 @@ int rsm_apply_empty(struct rsm *r, uint64_t index)
     return rsm_commit_entry(r, index);
 }
 
-/* A malloc'd copy of a value the caller frees like RocksDB's (rocksdb_free
- * is free). */
-static int value_copy(const uint8_t *src, size_t n, char **val, size_t *len)
+/* A value read by rsm_read(): borrowed from the write set or the row cache
+ * (valid until the next write, commit or cache change; owned NULL), or
+ * RocksDB's own copy (owned, freed by value_release). */
+struct value {
+    const uint8_t *p;
+    size_t len;
+    char *owned;
+};
+
+static void value_release(struct value *v)
 {
-    char *v = malloc(n > 0 ? n : 1);
-    if (v == NULL) {
-        return GS_ENOMEM;
-    }
-    if (n > 0) {
-        memcpy(v, src, n);
-    }
-    *val = v;
-    *len = n;
-    return 0;
+    rocksdb_free(v->owned);
+    v->owned = NULL;
 }
 
-/* rsm_get, through the row cache or (cached false: rows read once, such as
- * idempotency rows) not. */
-static int rsm_get_cached(struct rsm *r, const struct key *k, bool cached, char **val, size_t *len)
+/* Read k: in an entry its own writes first, then (if cached) the row cache,
+ * then the DB, whose answer is cached. 0, GS_ENOTFOUND or GS_EIO. Reads on
+ * the hot path (profiles, counters) unpack a borrowed value in place, with
+ * no copy. */
+static int rsm_read(struct rsm *r, const struct key *k, bool cached, struct value *v)
 {
-    const uint8_t *cv = NULL;
-    size_t clen = 0;
     char *err = NULL;
+    v->owned = NULL;
     if (r->in_entry) {
-        switch (wset_get(&r->ws, k->b, k->len, &cv, &clen)) {
+        switch (wset_get(&r->ws, k->b, k->len, &v->p, &v->len)) {
         case WSET_DELETED:
             return GS_ENOTFOUND;
         case WSET_VALUE:
-            return value_copy(cv, clen, val, len);
+            return 0;
         case WSET_ABSENT:
             break;
         }
     }
-    if (cached && rcache_get(&r->cache, k->b, k->len, &cv, &clen)) {
-        return value_copy(cv, clen, val, len);
+    if (cached && rcache_get(&r->cache, k->b, k->len, &v->p, &v->len)) {
+        return 0;
     }
-    char *v = rocksdb_get(r->db, r->readopts, (const char *)k->b, k->len, len, &err);
+    v->owned = rocksdb_get(r->db, r->readopts, (const char *)k->b, k->len, &v->len, &err);
     if (err != NULL) {
         return rocks_error(r, err);
     }
-    if (v == NULL) {
+    if (v->owned == NULL) {
         return GS_ENOTFOUND;
     }
+    v->p = (const uint8_t *)v->owned;
     if (cached) {
-        rcache_put(&r->cache, k->b, k->len, v, *len);
+        rcache_put(&r->cache, k->b, k->len, v->p, v->len);
     }
-    *val = v;
     return 0;
 }
 
 int rsm_get(struct rsm *r, const struct key *k, char **val, size_t *len)
 {
-    return rsm_get_cached(r, k, true, val, len);
+    struct value v;
+    int rv = rsm_read(r, k, true, &v);
+    if (rv != 0) {
+        return rv;
+    }
+    if (v.owned == NULL) {
+        /* A copy the caller frees like RocksDB's (rocksdb_free is free). */
+        v.owned = malloc(v.len > 0 ? v.len : 1);
+        if (v.owned == NULL) {
+            return GS_ENOMEM;
+        }
+        if (v.len > 0) {
+            memcpy(v.owned, v.p, v.len);
+        }
+    }
+    *val = v.owned;
+    *len = v.len;
+    return 0;
 }
 
 int rsm_exists(struct rsm *r, const struct key *k, bool *exists)
 {
-    char *v = NULL;
-    size_t len = 0;
-    int rv = rsm_get(r, k, &v, &len);
+    struct value v;
+    int rv = rsm_read(r, k, true, &v);
     if (rv == GS_ENOTFOUND) {
         *exists = false;
         return 0;
@@ -551,42 +567,41 @@ int rsm_exists(struct rsm *r, const struct key *k, bool *exists)
     if (rv != 0) {
         return rv;
     }
-    rocksdb_free(v);
+    value_release(&v);
     *exists = true;
     return 0;
 }
 
 int rsm_get_u64(struct rsm *r, const struct key *k, uint64_t *out)
 {
-    char *v = NULL;
-    size_t len = 0;
-    int rv = rsm_get(r, k, &v, &len);
+    struct value v;
+    int rv = rsm_read(r, k, true, &v);
     if (rv != 0) {
         return rv;
     }
-    if (len != 8) {
-        rocksdb_free(v);
+    if (v.len != 8) {
+        value_release(&v);
         log_error(r->kind, "event=corrupt_record prefix=%c", (char)k->b[0]);
         return GS_EIO;
     }
-    *out = key_get_u64((const uint8_t *)v);
-    rocksdb_free(v);
+    *out = key_get_u64(v.p);
+    value_release(&v);
     return 0;
 }
 
+/* rsm_get_msg, through the row cache or (cached false: rows read once, such
+ * as idempotency rows) not. */
 static int get_msg(struct rsm *r, const struct key *k, bool cached,
                    const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out)
 {
     static const uint8_t empty[1];
-    char *v = NULL;
-    size_t len = 0;
-    int rv = rsm_get_cached(r, k, cached, &v, &len);
+    struct value v;
+    int rv = rsm_read(r, k, cached, &v);
     if (rv != 0) {
         return rv;
     }
-    ProtobufCMessage *m =
-        protobuf_c_message_unpack(desc, NULL, len, len > 0 ? (const uint8_t *)v : empty);
-    rocksdb_free(v);
+    ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, v.len, v.len > 0 ? v.p : empty);
+    value_release(&v);
     if (m == NULL) {
         log_error(r->kind, "event=corrupt_record prefix=%c", (char)k->b[0]);
         return GS_EIO;

@@ -201,11 +201,28 @@ static int run_request(struct cell_ctx *ctx, uint32_t method, const uint8_t *dat
 
 /* rsm_command_fn: one command of an entry at batch time now_ms. */
 static int apply_request(void *vctx, uint32_t method, const uint8_t *data, size_t data_len,
-                         int64_t now_ms, uint8_t **body, size_t *len)
+                         int64_t now_ms, uint8_t **body, size_t *len, uint8_t **partial,
+                         size_t *partial_len)
 {
     struct cell_ctx *ctx = vctx;
     ctx->now_ms = now_ms;
-    return run_request(ctx, method, data, data_len, body, len);
+    ctx->partial = partial;
+    ctx->partial_len = partial_len;
+    int rv = run_request(ctx, method, data, data_len, body, len);
+    ctx->partial = NULL;
+    ctx->partial_len = NULL;
+    return rv;
+}
+
+/* rsm_restore_fn: the one method that stores partial outcomes. */
+static int restore_response(uint32_t method, const uint8_t *request, size_t request_len,
+                            const uint8_t *partial, size_t partial_len, uint8_t **out,
+                            size_t *out_len)
+{
+    if (method != GEOSCALE__METHOD__METHOD_UPDATE_USER) {
+        return GS_EINTERNAL;
+    }
+    return cell_update_user_restore(request, request_len, partial, partial_len, out, out_len);
 }
 
 /* Read methods inside a batch are served but not remembered. */
@@ -221,6 +238,7 @@ static const struct rsm_apply_spec apply_spec = {
     .run = apply_request,
     .is_fatal = is_fatal,
     .remembered = is_remembered,
+    .restore = restore_response,
     .begin = NULL,
     .result_ttl_ms = CELL_RESULT_TTL_MS,
     .result_expire_max = CELL_RESULT_EXPIRE_MAX,

@@ -75,6 +75,10 @@ static inline uint32_t cell_of_user(uint64_t user_id)
 struct cell_ctx {
     struct cell_fsm *fsm;
     int64_t now_ms; /* the batch's timestamp (0 for reads) */
+    /* Non-NULL when the outcome will be remembered: a handler may leave its
+     * response less what its request restores here (rsm_command_fn). */
+    uint8_t **partial;
+    size_t *partial_len;
 };
 
 /* ---------------------------------------------------------------- cell_kv.c */
@@ -143,6 +147,10 @@ int cell_create_user(struct cell_ctx *ctx, const ProtobufCMessage *req, uint8_t 
 int cell_get_user(struct cell_ctx *ctx, const ProtobufCMessage *req, uint8_t **body, size_t *len);
 int cell_update_user(struct cell_ctx *ctx, const ProtobufCMessage *req, uint8_t **body,
                      size_t *len);
+/* An UpdateUser response from its partial form (cell_update_user's, in
+ * ctx->partial) and the request: rsm_restore_fn's contract. */
+int cell_update_user_restore(const uint8_t *request, size_t request_len, const uint8_t *partial,
+                             size_t partial_len, uint8_t **out, size_t *out_len);
 int cell_follow(struct cell_ctx *ctx, const ProtobufCMessage *req, uint8_t **body, size_t *len);
 int cell_unfollow(struct cell_ctx *ctx, const ProtobufCMessage *req, uint8_t **body, size_t *len);
 int cell_block(struct cell_ctx *ctx, const ProtobufCMessage *req, uint8_t **body, size_t *len);

@@ -460,8 +460,11 @@ static int run_request(struct md_ctx *ctx, uint32_t method, const uint8_t *data,
 
 /* rsm_command_fn: one command of an entry at batch time now_ms. */
 static int apply_request(void *vctx, uint32_t method, const uint8_t *data, size_t data_len,
-                         int64_t now_ms, uint8_t **body, size_t *len)
+                         int64_t now_ms, uint8_t **body, size_t *len, uint8_t **partial,
+                         size_t *partial_len)
 {
+    (void)partial; /* no partial outcomes here: the spec has no restore */
+    (void)partial_len;
     struct md_ctx *ctx = vctx;
     ctx->now_ms = now_ms;
     return run_request(ctx, method, data, data_len, body, len);

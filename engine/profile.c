@@ -288,6 +288,45 @@ out:
     return rv;
 }
 
+/* Set the fields `req` lists in *p, borrowing req's strings; with
+ * clear_strings, its string fields become empty instead (the partial
+ * outcome of an UpdateUser: the retry's request fills them back). */
+static void profile_set_fields(Geoscale__Profile *p, const Geoscale__UpdateUserRequest *req,
+                               bool clear_strings)
+{
+    char *empty = (char *)protobuf_c_empty_string;
+    for (size_t i = 0; i < req->n_fields; i++) {
+        switch (req->fields[i]) {
+        case GEOSCALE__PROFILE_FIELD__PROFILE_FIELD_DISPLAY_NAME:
+            p->display_name = clear_strings ? empty : req->display_name;
+            break;
+        case GEOSCALE__PROFILE_FIELD__PROFILE_FIELD_EMAIL:
+            p->email = clear_strings ? empty : req->email;
+            break;
+        case GEOSCALE__PROFILE_FIELD__PROFILE_FIELD_PHONE:
+            p->phone = clear_strings ? empty : req->phone;
+            break;
+        case GEOSCALE__PROFILE_FIELD__PROFILE_FIELD_BIRTH_DATE:
+            p->birth_date = clear_strings ? empty : req->birth_date;
+            break;
+        case GEOSCALE__PROFILE_FIELD__PROFILE_FIELD_BIO:
+            p->bio = clear_strings ? empty : req->bio;
+            break;
+        case GEOSCALE__PROFILE_FIELD__PROFILE_FIELD_AVATAR_URL:
+            p->avatar_url = clear_strings ? empty : req->avatar_url;
+            break;
+        case GEOSCALE__PROFILE_FIELD__PROFILE_FIELD_STATUS:
+            p->status = req->status;
+            break;
+        case GEOSCALE__PROFILE_FIELD__PROFILE_FIELD_PLAN:
+            p->plan = clear_strings ? empty : req->plan;
+            break;
+        default: /* rejected by cell_check_request */
+            break;
+        }
+    }
+}
+
 int cell_update_user(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t **body, size_t *len)
 {
     const Geoscale__UpdateUserRequest *req = (const Geoscale__UpdateUserRequest *)msg;
@@ -295,8 +334,8 @@ int cell_update_user(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t 
     Geoscale__Profile *stored = NULL;
     Geoscale__Profile p;
     struct key k;
-    uint8_t *out = NULL;
-    size_t out_len = 0;
+    uint8_t *out = NULL, *partial = NULL;
+    size_t out_len = 0, partial_len = 0;
     uint64_t followers = 0, following = 0;
     int rv;
 
@@ -314,36 +353,7 @@ int cell_update_user(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t 
     }
     /* p borrows strings from `stored` and `req`; it is never freed itself. */
     p = *stored;
-    for (size_t i = 0; i < req->n_fields; i++) {
-        switch (req->fields[i]) {
-        case GEOSCALE__PROFILE_FIELD__PROFILE_FIELD_DISPLAY_NAME:
-            p.display_name = req->display_name;
-            break;
-        case GEOSCALE__PROFILE_FIELD__PROFILE_FIELD_EMAIL:
-            p.email = req->email;
-            break;
-        case GEOSCALE__PROFILE_FIELD__PROFILE_FIELD_PHONE:
-            p.phone = req->phone;
-            break;
-        case GEOSCALE__PROFILE_FIELD__PROFILE_FIELD_BIRTH_DATE:
-            p.birth_date = req->birth_date;
-            break;
-        case GEOSCALE__PROFILE_FIELD__PROFILE_FIELD_BIO:
-            p.bio = req->bio;
-            break;
-        case GEOSCALE__PROFILE_FIELD__PROFILE_FIELD_AVATAR_URL:
-            p.avatar_url = req->avatar_url;
-            break;
-        case GEOSCALE__PROFILE_FIELD__PROFILE_FIELD_STATUS:
-            p.status = req->status;
-            break;
-        case GEOSCALE__PROFILE_FIELD__PROFILE_FIELD_PLAN:
-            p.plan = req->plan;
-            break;
-        default: /* rejected by cell_check_request */
-            break;
-        }
-    }
+    profile_set_fields(&p, req, false);
     p.version = stored->version + 1;
     p.follower_count = followers;
     p.following_count = following;
@@ -351,6 +361,16 @@ int cell_update_user(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t 
     rv = cell_pack(&resp.base, &out, &out_len);
     if (rv != 0) {
         goto out;
+    }
+    if (ctx->partial != NULL) {
+        /* Remembered without what the request restores on a retry. */
+        Geoscale__Profile q = p;
+        profile_set_fields(&q, req, true);
+        resp.profile = &q;
+        rv = cell_pack(&resp.base, &partial, &partial_len);
+        if (rv != 0) {
+            goto out;
+        }
     }
     p.follower_count = 0;
     p.following_count = 0;
@@ -367,13 +387,44 @@ int cell_update_user(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t 
               (unsigned long long)p.version);
     *body = out;
     out = NULL;
+    if (ctx->partial != NULL) {
+        *ctx->partial = partial;
+        *ctx->partial_len = partial_len;
+        partial = NULL;
+    }
 out:
     if (rv == 0) {
         *len = out_len;
     }
     free(out);
+    free(partial);
     if (stored != NULL) {
         geoscale__profile__free_unpacked(stored, NULL);
+    }
+    return rv;
+}
+
+int cell_update_user_restore(const uint8_t *request, size_t request_len, const uint8_t *partial,
+                             size_t partial_len, uint8_t **out, size_t *out_len)
+{
+    Geoscale__UpdateUserRequest *req = geoscale__update_user_request__unpack(NULL, request_len,
+                                                                             request);
+    Geoscale__UpdateUserResponse *resp = geoscale__update_user_response__unpack(NULL, partial_len,
+                                                                                partial);
+    int rv = GS_EINTERNAL;
+    if (req != NULL && resp != NULL && resp->profile != NULL) {
+        /* The profile borrows req's strings; packed before either is freed.
+         * Its own strings are kept aside and put back for the free. */
+        Geoscale__Profile saved = *resp->profile;
+        profile_set_fields(resp->profile, req, false);
+        rv = cell_pack(&resp->base, out, out_len);
+        *resp->profile = saved;
+    }
+    if (req != NULL) {
+        geoscale__update_user_request__free_unpacked(req, NULL);
+    }
+    if (resp != NULL) {
+        geoscale__update_user_response__free_unpacked(resp, NULL);
     }
     return rv;
 }

@@ -26,7 +26,9 @@
  * before libraft truncates its log.
  *
  * Idempotency rows are StoredResult messages (geoscale.proto): the status as
- * a positive code and, for a success, the packed response. Expiry walks the
+ * a positive code and, for a success, the packed response, or the partial
+ * form a command offered (its response less what its request restores, an
+ * UpdateUser's new bio for one) with the request's hash. Expiry walks the
  * 'r' time index from its start, so the rows deleted per entry are the
  * oldest, bounded in number, and the same on every replica (batch time, not
  * the local clock).
@@ -713,8 +715,20 @@ int rsm_pack(const ProtobufCMessage *msg, uint8_t **body, size_t *len)
 
 /* ---------------------------------------------------------------- idempotency */
 
+uint64_t rsm_request_hash(const uint8_t *body, size_t len)
+{
+    static const unsigned char zero_key[crypto_shorthash_KEYBYTES];
+    unsigned char h[crypto_shorthash_BYTES];
+    crypto_shorthash(h, body, len, zero_key);
+    uint64_t v = 0;
+    for (size_t i = 0; i < sizeof h; i++) {
+        v = v << 8 | h[i];
+    }
+    return v;
+}
+
 int rsm_result_get(struct rsm *r, uint64_t client_id, uint64_t client_seq, bool *found, int *status,
-                   uint8_t **body, size_t *len)
+                   uint8_t **body, size_t *len, struct rsm_result_form *form)
 {
     ProtobufCMessage *m = NULL;
     struct key rk;
@@ -731,6 +745,10 @@ int rsm_result_get(struct rsm *r, uint64_t client_id, uint64_t client_seq, bool 
     const Geoscale__StoredResult *sr = (const Geoscale__StoredResult *)m;
     *found = true;
     *status = sr->status <= (uint32_t)-GS_ERROR_MIN ? -(int)sr->status : GS_EINTERNAL;
+    if (form != NULL) {
+        form->partial = sr->partial;
+        form->request_hash = sr->request_hash;
+    }
     if (*status == 0) {
         *body = malloc(sr->body.len > 0 ? sr->body.len : 1);
         if (*body == NULL) {
@@ -747,13 +765,18 @@ int rsm_result_get(struct rsm *r, uint64_t client_id, uint64_t client_seq, bool 
 }
 
 int rsm_result_put(struct rsm *r, int64_t now_ms, uint64_t client_id, uint64_t client_seq,
-                   int status, const uint8_t *body, size_t len)
+                   int status, const uint8_t *body, size_t len,
+                   const struct rsm_result_form *form)
 {
     Geoscale__StoredResult sr = GEOSCALE__STORED_RESULT__INIT;
     struct key rk, tk;
     sr.status = (uint32_t)(-status);
     sr.body.data = (uint8_t *)body;
     sr.body.len = status == 0 ? len : 0;
+    if (status == 0 && form != NULL && form->partial) {
+        sr.partial = true;
+        sr.request_hash = form->request_hash;
+    }
     key_pair(&rk, KEY_PREFIX_RESULT, client_id, client_seq);
     int rv = rsm_put_msg(r, &rk, &sr.base);
     if (rv != 0) {
@@ -823,6 +846,38 @@ int rsm_results_expire(struct rsm *r, int64_t now_ms, int64_t ttl_ms, size_t max
 
 /* ---------------------------------------------------------------- apply loop */
 
+/* The remembered outcome of `cmd`, if any: 0 with *found; a partial one
+ * restored from the retry's request, or GS_EINVAL if that request is not
+ * the one stored. */
+static int remembered_outcome(struct rsm *r, const struct rsm_apply_spec *spec,
+                              const Geoscale__CellCommand *cmd, bool *found, int *status,
+                              uint8_t **body, size_t *len)
+{
+    struct rsm_result_form form = {false, 0};
+    int rv = rsm_result_get(r, cmd->client_id, cmd->client_seq, found, status, body, len, &form);
+    if (rv != 0 || !*found || *status != 0 || !form.partial) {
+        return rv;
+    }
+    uint8_t *partial = *body;
+    size_t partial_len = *len;
+    *body = NULL;
+    *len = 0;
+    if (rsm_request_hash(cmd->body.data, cmd->body.len) != form.request_hash) {
+        *status = GS_EINVAL;
+    } else if (spec->restore == NULL) {
+        *status = GS_EINTERNAL;
+    } else {
+        rv = spec->restore(cmd->method, cmd->body.data, cmd->body.len, partial, partial_len, body,
+                           len);
+        if (rv == GS_EINTERNAL) {
+            *status = rv; /* this command's outcome, not the entry's */
+            rv = 0;
+        }
+    }
+    free(partial);
+    return rv;
+}
+
 /* Apply one command. Returns 0 with its outcome in *status, *body and *len
  * (body malloc'd iff status == 0), or a fatal code. */
 static int apply_command(struct rsm *r, const struct rsm_apply_spec *spec, void *ctx,
@@ -830,30 +885,44 @@ static int apply_command(struct rsm *r, const struct rsm_apply_spec *spec, void 
                          uint8_t **body, size_t *len)
 {
     bool remember = cmd->client_id != 0 && spec->remembered(cmd->method);
+    uint8_t *partial = NULL;
+    size_t partial_len = 0;
     int rv;
 
     *body = NULL;
     *len = 0;
     if (remember) {
         bool found = false;
-        rv = rsm_result_get(r, cmd->client_id, cmd->client_seq, &found, status, body, len);
+        rv = remembered_outcome(r, spec, cmd, &found, status, body, len);
         if (rv != 0 || found) {
             return rv;
         }
     }
-    rv = spec->run(ctx, cmd->method, cmd->body.data, cmd->body.len, now_ms, body, len);
+    bool offer = remember && spec->restore != NULL;
+    rv = spec->run(ctx, cmd->method, cmd->body.data, cmd->body.len, now_ms, body, len,
+                   offer ? &partial : NULL, offer ? &partial_len : NULL);
     if (spec->is_fatal(rv)) {
+        free(partial);
         return rv;
     }
     *status = rv;
     if (remember) {
-        rv = rsm_result_put(r, now_ms, cmd->client_id, cmd->client_seq, *status, *body, *len);
+        if (partial != NULL && rv == 0) {
+            struct rsm_result_form form = {true, rsm_request_hash(cmd->body.data, cmd->body.len)};
+            rv = rsm_result_put(r, now_ms, cmd->client_id, cmd->client_seq, 0, partial,
+                                partial_len, &form);
+        } else {
+            rv = rsm_result_put(r, now_ms, cmd->client_id, cmd->client_seq, *status, *body, *len,
+                                NULL);
+        }
         if (rv != 0) {
+            free(partial);
             free(*body);
             *body = NULL;
             return rv;
         }
     }
+    free(partial);
     return 0;
 }
 

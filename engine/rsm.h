@@ -198,19 +198,30 @@ int rsm_pack(const ProtobufCMessage *msg, uint8_t **body, size_t *len);
 
 /* ---------------------------------------------------------------- idempotency */
 
+/* How a remembered body relates to its request (rsm_apply_spec.restore). */
+struct rsm_result_form {
+    bool partial;          /* the body lacks what the request restores */
+    uint64_t request_hash; /* rsm_request_hash() of that request */
+};
+
+/* The fingerprint of a request body kept with a partial outcome:
+ * SipHash-2-4 under an all-zero key (equality, not secrecy). */
+uint64_t rsm_request_hash(const uint8_t *body, size_t len);
+
 /*
  * The remembered outcome of client command (client_id, client_seq): 0 and
  * *found; when found, *status (0 or a GS_E* code) and, for status 0, *body
- * (malloc'd, never NULL; the caller frees it) and *len. Fatal codes:
- * GS_EIO, GS_ENOMEM.
+ * (malloc'd, never NULL; the caller frees it) and *len, the body as stored,
+ * and *form if form is not NULL. Fatal codes: GS_EIO, GS_ENOMEM.
  */
 int rsm_result_get(struct rsm *r, uint64_t client_id, uint64_t client_seq, bool *found, int *status,
-                   uint8_t **body, size_t *len);
+                   uint8_t **body, size_t *len, struct rsm_result_form *form);
 
-/* Remember an outcome at batch time now_ms (the body only for status 0).
- * Inside an entry. 0 or GS_ENOMEM. */
+/* Remember an outcome at batch time now_ms (the body only for status 0;
+ * form NULL: the whole response). Inside an entry. 0 or GS_ENOMEM. */
 int rsm_result_put(struct rsm *r, int64_t now_ms, uint64_t client_id, uint64_t client_seq,
-                   int status, const uint8_t *body, size_t len);
+                   int status, const uint8_t *body, size_t len,
+                   const struct rsm_result_form *form);
 
 /* Delete at most max remembered outcomes stored before now_ms - ttl_ms, the
  * oldest first. Inside an entry. 0 or GS_EIO. */
@@ -226,9 +237,23 @@ struct cell_result; /* cell_fsm.h: the result type of every group */
  * time now_ms. Returns the command's status (0 with *out, malloc'd and then
  * owned by the caller, and *out_len; or a non-fatal GS_E* code with *out
  * NULL) or a code the spec's is_fatal() accepts.
+ *
+ * `partial` is NULL unless the outcome will be remembered and the spec can
+ * restore. Then a successful command may set *partial (malloc'd, owned by
+ * the caller) and *partial_len to its response less what its request
+ * restores, to be remembered instead of *out: the spec's restore() must
+ * rebuild *out from it and the same request, byte for byte.
  */
 typedef int (*rsm_command_fn)(void *ctx, uint32_t method, const uint8_t *body, size_t len,
-                              int64_t now_ms, uint8_t **out, size_t *out_len);
+                              int64_t now_ms, uint8_t **out, size_t *out_len, uint8_t **partial,
+                              size_t *partial_len);
+
+/* Rebuild a response from its partial form and its request (the inverse of
+ * what the command stored). 0 with *out (malloc'd) and *out_len, GS_ENOMEM,
+ * or GS_EINTERNAL if the two do not decode. */
+typedef int (*rsm_restore_fn)(uint32_t method, const uint8_t *request, size_t request_len,
+                              const uint8_t *partial, size_t partial_len, uint8_t **out,
+                              size_t *out_len);
 
 /* What differs between the state machines that share rsm_apply_entry(). */
 struct rsm_apply_spec {
@@ -237,6 +262,7 @@ struct rsm_apply_spec {
     rsm_command_fn run;                  /* runs one command */
     bool (*is_fatal)(int rv);            /* true: the entry fails, nothing commits */
     bool (*remembered)(uint32_t method); /* false: never stored (reads) */
+    rsm_restore_fn restore;              /* optional: commands may store partial outcomes */
     /* Optional, before the idempotency rows expire: per-entry housekeeping
      * of the state machine at batch time. 0 or a fatal code. */
     int (*begin)(void *ctx, int64_t now_ms);
@@ -254,7 +280,11 @@ struct rsm_apply_spec {
  *     stored outcomes older than spec->result_ttl_ms of the batch's
  *     timestamp_ms are deleted, then each command runs in order: a command
  *     with client_id != 0 whose method is remembered returns its stored
- *     outcome if there is one, else it runs and its outcome is stored;
+ *     outcome if there is one, else it runs and its outcome is stored
+ *     (partial when the command offers it: a retry's response is restored
+ *     from the partial form and the retry's request, and a retry whose
+ *     request differs from the stored one's, by request_hash, gets
+ *     GS_EINVAL: the client reused a seq for another request);
  *   - the entry commits with applied_index = index.
  * The outcomes of the first max_results commands go to results[] (each body
  * owned by the caller, free with free()), the rest are freed; *n_results is

@@ -24,6 +24,7 @@
 #include "engine/entry.h"
 #include "engine/keys.h"
 #include "engine/methods.h"
+#include "engine/rsm.h"
 #include "geoscale/errors.h"
 
 #define CELL 7
@@ -1023,6 +1024,84 @@ static void test_idempotent_retry(void **state)
     assert_int_equal(fl, 1);
 }
 
+/* An UpdateUser is remembered without the strings its request set; a retry
+ * of the same request gets the first answer byte for byte, even after the
+ * profile moved on, and a seq reused for another request is refused. */
+static void test_update_retry_restored(void **state)
+{
+    struct fx *f = *state;
+    uint64_t a = create_user(f, "alice");
+    char bio[1024];
+    memset(bio, 'b', sizeof bio - 1);
+    bio[sizeof bio - 1] = '\0';
+    Geoscale__ProfileField fields[] = {GEOSCALE__PROFILE_FIELD__PROFILE_FIELD_BIO,
+                                       GEOSCALE__PROFILE_FIELD__PROFILE_FIELD_DISPLAY_NAME,
+                                       GEOSCALE__PROFILE_FIELD__PROFILE_FIELD_STATUS};
+    Geoscale__UpdateUserRequest req = GEOSCALE__UPDATE_USER_REQUEST__INIT;
+    req.user_id = a;
+    req.fields = fields;
+    req.n_fields = 3;
+    req.bio = bio;
+    req.display_name = "Alice";
+    req.status = GEOSCALE__ACCOUNT_STATUS__ACCOUNT_STATUS_SUSPENDED;
+    req.plan = "not listed";
+    struct cmd c = {GEOSCALE__METHOD__METHOD_UPDATE_USER, 42, 1, &req.base, NULL, 0};
+    struct cell_result r1, r2;
+    apply(f, &c, 1, &r1);
+    assert_int_equal(r1.status, 0);
+    assert_true(r1.len > sizeof bio);
+
+    /* The stored outcome is partial, without the bio. */
+    bool found = false;
+    int status = -1;
+    uint8_t *stored = NULL;
+    size_t stored_len = 0;
+    struct rsm_result_form form = {false, 0};
+    assert_int_equal(rsm_result_get(cell_fsm_rsm(f->fsm), 42, 1, &found, &status, &stored, &stored_len,
+                                    &form),
+                     0);
+    assert_true(found);
+    assert_true(form.partial);
+    assert_true(stored_len < 100);
+    free(stored);
+
+    /* Another writer changes every field; then the retry arrives. */
+    Geoscale__ProfileField all[] = {GEOSCALE__PROFILE_FIELD__PROFILE_FIELD_BIO,
+                                    GEOSCALE__PROFILE_FIELD__PROFILE_FIELD_DISPLAY_NAME,
+                                    GEOSCALE__PROFILE_FIELD__PROFILE_FIELD_PLAN};
+    Geoscale__UpdateUserRequest other = GEOSCALE__UPDATE_USER_REQUEST__INIT;
+    other.user_id = a;
+    other.fields = all;
+    other.n_fields = 3;
+    other.bio = "short";
+    other.display_name = "Mallory";
+    other.plan = "pro";
+    assert_int_equal(write1(f, GEOSCALE__METHOD__METHOD_UPDATE_USER, 43, 1, &other.base, NULL), 0);
+    struct digest before_retry = digest(f);
+    f->now += 1000;
+    apply(f, &c, 1, &r2);
+    assert_int_equal(r2.status, 0);
+    assert_int_equal(r2.len, r1.len);
+    assert_memory_equal(r2.body, r1.body, r1.len);
+    assert_digest_equal(digest(f), before_retry);
+    Geoscale__UpdateUserResponse *resp = geoscale__update_user_response__unpack(NULL, r2.len,
+                                                                                r2.body);
+    assert_non_null(resp);
+    assert_int_equal(resp->profile->version, 2);
+    assert_string_equal(resp->profile->bio, bio);
+    assert_string_equal(resp->profile->display_name, "Alice");
+    assert_string_equal(resp->profile->plan, "");
+    geoscale__update_user_response__free_unpacked(resp, NULL);
+    free(r1.body);
+    free(r2.body);
+
+    /* The same client and seq with another request: refused, unchanged. */
+    req.bio = "changed";
+    apply(f, &c, 1, &r2);
+    assert_int_equal(r2.status, GS_EINVAL);
+    assert_digest_equal(digest(f), before_retry);
+}
+
 static void test_result_expiry(void **state)
 {
     struct fx *f = *state;
@@ -1588,6 +1667,7 @@ int main(void)
         T(test_settings),
         T(test_privacy),
         T(test_idempotent_retry),
+        T(test_update_retry_restored),
         T(test_result_expiry),
         T(test_replay_skipped),
         T(test_corrupt_entry),

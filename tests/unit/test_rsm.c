@@ -573,13 +573,13 @@ static void test_results(void **state)
     uint8_t *body = NULL;
     size_t len = 0;
     assert_true(rsm_begin_entry(&f->r, 1));
-    assert_int_equal(rsm_result_get(&f->r, 9, 1, &found, &status, &body, &len), 0);
+    assert_int_equal(rsm_result_get(&f->r, 9, 1, &found, &status, &body, &len, NULL), 0);
     assert_false(found);
-    assert_int_equal(rsm_result_put(&f->r, T0, 9, 1, 0, (const uint8_t *)"abc", 3), 0);
-    assert_int_equal(rsm_result_put(&f->r, T0, 9, 2, GS_EEXIST, (const uint8_t *)"zz", 2), 0);
-    assert_int_equal(rsm_result_put(&f->r, T0, 9, 3, 0, NULL, 0), 0);
+    assert_int_equal(rsm_result_put(&f->r, T0, 9, 1, 0, (const uint8_t *)"abc", 3, NULL), 0);
+    assert_int_equal(rsm_result_put(&f->r, T0, 9, 2, GS_EEXIST, (const uint8_t *)"zz", 2, NULL), 0);
+    assert_int_equal(rsm_result_put(&f->r, T0, 9, 3, 0, NULL, 0, NULL), 0);
     /* Visible inside the same entry. */
-    assert_int_equal(rsm_result_get(&f->r, 9, 1, &found, &status, &body, &len), 0);
+    assert_int_equal(rsm_result_get(&f->r, 9, 1, &found, &status, &body, &len, NULL), 0);
     assert_true(found);
     assert_int_equal(status, 0);
     assert_int_equal(len, 3);
@@ -590,17 +590,17 @@ static void test_results(void **state)
     rsm_close(&f->r);
     open_at(f, GROUP);
     body = NULL;
-    assert_int_equal(rsm_result_get(&f->r, 9, 2, &found, &status, &body, &len), 0);
+    assert_int_equal(rsm_result_get(&f->r, 9, 2, &found, &status, &body, &len, NULL), 0);
     assert_true(found);
     assert_int_equal(status, GS_EEXIST);
     assert_null(body); /* no body for a failure */
-    assert_int_equal(rsm_result_get(&f->r, 9, 3, &found, &status, &body, &len), 0);
+    assert_int_equal(rsm_result_get(&f->r, 9, 3, &found, &status, &body, &len, NULL), 0);
     assert_true(found);
     assert_int_equal(status, 0);
     assert_non_null(body); /* an empty success still has a buffer */
     assert_int_equal(len, 0);
     free(body);
-    assert_int_equal(rsm_result_get(&f->r, 8, 1, &found, &status, &body, &len), 0);
+    assert_int_equal(rsm_result_get(&f->r, 8, 1, &found, &status, &body, &len, NULL), 0);
     assert_false(found);
     /* Two rows per result ('R' and 'r'). */
     assert_int_equal(digest(f).n, 2 + 6);
@@ -613,7 +613,7 @@ static void test_results_expire(void **state)
     for (uint64_t s = 1; s <= 10; s++) {
         /* seq 1..5 at T0, 6..10 at T0 + 1000 */
         int64_t ts = s <= 5 ? T0 : T0 + 1000;
-        assert_int_equal(rsm_result_put(&f->r, ts, 4, s, 0, (const uint8_t *)"x", 1), 0);
+        assert_int_equal(rsm_result_put(&f->r, ts, 4, s, 0, (const uint8_t *)"x", 1, NULL), 0);
     }
     assert_int_equal(rsm_commit_entry(&f->r, 1), 0);
     const int64_t ttl = 60000;
@@ -631,9 +631,9 @@ static void test_results_expire(void **state)
     int status = 0;
     uint8_t *body = NULL;
     size_t len = 0;
-    assert_int_equal(rsm_result_get(&f->r, 4, 3, &found, &status, &body, &len), 0);
+    assert_int_equal(rsm_result_get(&f->r, 4, 3, &found, &status, &body, &len, NULL), 0);
     assert_false(found);
-    assert_int_equal(rsm_result_get(&f->r, 4, 4, &found, &status, &body, &len), 0);
+    assert_int_equal(rsm_result_get(&f->r, 4, 4, &found, &status, &body, &len, NULL), 0);
     assert_true(found);
     free(body);
     /* Only rows older than the cutoff: 4 and 5, not 6..10. */
@@ -793,25 +793,37 @@ static void test_checkpoint_any_rsm(void **state)
 
 /* A toy state machine: method 1 writes k(runs) = now_ms and answers "ok",
  * method 2 is a read answering "r", method 3 fails with GS_EEXIST, method 4
- * with GS_EIO (fatal). */
-enum { TOY_WRITE = 1, TOY_READ = 2, TOY_CONFLICT = 3, TOY_BROKEN = 4 };
+ * with GS_EIO (fatal), method 5 answers "echo:" + its request and offers
+ * "echo:" as its partial outcome (toy_restore appends the request). */
+enum { TOY_WRITE = 1, TOY_READ = 2, TOY_CONFLICT = 3, TOY_BROKEN = 4, TOY_ECHO = 5 };
 
 struct toy {
     struct rsm *r;
     int runs;
     int begins;
+    int partials;
     int64_t begin_now_ms;
 };
 
 static int toy_run(void *ctx, uint32_t method, const uint8_t *body, size_t len, int64_t now_ms,
-                   uint8_t **out, size_t *out_len)
+                   uint8_t **out, size_t *out_len, uint8_t **partial, size_t *partial_len)
 {
     struct toy *t = ctx;
     struct key k;
-    (void)body;
-    (void)len;
     t->runs++;
     switch (method) {
+    case TOY_ECHO:
+        *out = malloc(5 + len);
+        memcpy(*out, "echo:", 5);
+        memcpy(*out + 5, body, len);
+        *out_len = 5 + len;
+        if (partial != NULL) {
+            t->partials++;
+            *partial = malloc(5);
+            memcpy(*partial, "echo:", 5);
+            *partial_len = 5;
+        }
+        return 0;
     case TOY_WRITE:
         key_of(&k, (uint64_t)t->runs);
         rsm_put_u64(t->r, &k, (uint64_t)now_ms);
@@ -851,12 +863,26 @@ static int toy_begin(void *ctx, int64_t now_ms)
     return 0;
 }
 
+static int toy_restore(uint32_t method, const uint8_t *request, size_t request_len,
+                       const uint8_t *partial, size_t partial_len, uint8_t **out, size_t *out_len)
+{
+    if (method != TOY_ECHO || partial_len != 5 || memcmp(partial, "echo:", 5) != 0) {
+        return GS_EINTERNAL;
+    }
+    *out = malloc(5 + request_len + 1);
+    memcpy(*out, partial, 5);
+    memcpy(*out + 5, request, request_len);
+    *out_len = 5 + request_len;
+    return 0;
+}
+
 static const struct rsm_apply_spec toy_spec = {
     .log_name = "test",
     .log_id = "group",
     .run = toy_run,
     .is_fatal = toy_is_fatal,
     .remembered = toy_remembered,
+    .restore = toy_restore,
     .begin = toy_begin,
     .result_ttl_ms = 1000,
     .result_expire_max = 16,
@@ -866,6 +892,7 @@ struct toy_cmd {
     uint32_t method;
     uint64_t client_id;
     uint64_t client_seq;
+    const char *body; /* NULL: empty */
 };
 
 static uint8_t *toy_entry(const struct toy_cmd *c, size_t n, int64_t ts, size_t *len)
@@ -879,6 +906,10 @@ static uint8_t *toy_entry(const struct toy_cmd *c, size_t n, int64_t ts, size_t 
         cmds[i].method = c[i].method;
         cmds[i].client_id = c[i].client_id;
         cmds[i].client_seq = c[i].client_seq;
+        if (c[i].body != NULL) {
+            cmds[i].body.data = (uint8_t *)c[i].body;
+            cmds[i].body.len = strlen(c[i].body);
+        }
         ptrs[i] = &cmds[i];
     }
     batch.timestamp_ms = ts;
@@ -904,7 +935,8 @@ static void test_apply_entry(void **state)
     struct cell_result res[3];
     size_t n = 99, len = 0;
     const struct toy_cmd cmds[] = {
-        {TOY_WRITE, 7, 1}, {TOY_READ, 7, 2}, {TOY_CONFLICT, 7, 3}, {TOY_WRITE, 0, 0}};
+        {TOY_WRITE, 7, 1, NULL}, {TOY_READ, 7, 2, NULL}, {TOY_CONFLICT, 7, 3, NULL},
+        {TOY_WRITE, 0, 0, NULL}};
     uint8_t *e = toy_entry(cmds, 4, T0, &len);
 
     assert_int_equal(rsm_apply_entry(&f->r, 1, e, len, &toy_spec, &t, res, 3, &n), 0);
@@ -948,6 +980,59 @@ static void test_apply_entry(void **state)
     free(e);
 }
 
+/* A partial outcome: stored without what the request restores, answered
+ * byte for byte on a retry of the same request, refused for another
+ * request under the same seq; anonymous commands are not offered one. */
+static void test_apply_entry_partial_outcome(void **state)
+{
+    struct fx *f = *state;
+    struct toy t = {.r = &f->r};
+    struct cell_result res[2];
+    size_t n = 0, len = 0;
+    const struct toy_cmd first[] = {{TOY_ECHO, 7, 1, "a long request body"}, {TOY_ECHO, 0, 0, "x"}};
+    uint8_t *e = toy_entry(first, 2, T0, &len);
+    assert_int_equal(rsm_apply_entry(&f->r, 1, e, len, &toy_spec, &t, res, 2, &n), 0);
+    free(e);
+    assert_int_equal(n, 2);
+    assert_int_equal(t.partials, 1);
+    assert_int_equal(res[0].len, 5 + 19);
+    assert_memory_equal(res[0].body, "echo:a long request body", 24);
+    free_results(res, n);
+
+    /* Stored: the partial body, its form and the request's hash. */
+    bool found = false;
+    int status = -1;
+    uint8_t *body = NULL;
+    struct rsm_result_form form = {false, 0};
+    assert_int_equal(rsm_result_get(&f->r, 7, 1, &found, &status, &body, &len, &form), 0);
+    assert_true(found);
+    assert_int_equal(status, 0);
+    assert_int_equal(len, 5);
+    assert_memory_equal(body, "echo:", 5);
+    assert_true(form.partial);
+    assert_int_equal(form.request_hash,
+                     rsm_request_hash((const uint8_t *)"a long request body", 19));
+    assert_int_not_equal(form.request_hash, rsm_request_hash((const uint8_t *)"a long request bodY", 19));
+    free(body);
+
+    /* The retry is answered from the store, restored, without running. */
+    const struct toy_cmd again[] = {{TOY_ECHO, 7, 1, "a long request body"},
+                                    {TOY_ECHO, 7, 1, "another request"}};
+    e = toy_entry(again, 2, T0 + 1, &len);
+    int runs = t.runs;
+    assert_int_equal(rsm_apply_entry(&f->r, 2, e, len, &toy_spec, &t, res, 2, &n), 0);
+    free(e);
+    assert_int_equal(t.runs, runs);
+    assert_int_equal(n, 2);
+    assert_int_equal(res[0].status, 0);
+    assert_int_equal(res[0].len, 24);
+    assert_memory_equal(res[0].body, "echo:a long request body", 24);
+    /* A seq reused for another request: refused, nothing restored. */
+    assert_int_equal(res[1].status, GS_EINVAL);
+    assert_null(res[1].body);
+    free_results(res, n);
+}
+
 static void test_apply_entry_bad_and_fatal(void **state)
 {
     struct fx *f = *state;
@@ -967,7 +1052,7 @@ static void test_apply_entry_bad_and_fatal(void **state)
 
     /* Fatal: the entry is aborted, the earlier command's writes and results
      * are dropped. */
-    const struct toy_cmd cmds[] = {{TOY_WRITE, 7, 1}, {TOY_BROKEN, 7, 2}};
+    const struct toy_cmd cmds[] = {{TOY_WRITE, 7, 1, NULL}, {TOY_BROKEN, 7, 2, NULL}};
     uint8_t *e = toy_entry(cmds, 2, T0, &len);
     n = 99;
     assert_int_equal(rsm_apply_entry(&f->r, 2, e, len, &toy_spec, &t, res, 2, &n), GS_EIO);
@@ -996,6 +1081,7 @@ int main(void)
         T(test_digest_off_thread),
         T(test_results),
         T(test_results_expire),
+        T(test_apply_entry_partial_outcome),
         T(test_detach_attach),
         T(test_probe),
         T(test_checkpoint_any_rsm),

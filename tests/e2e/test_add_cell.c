@@ -48,6 +48,23 @@ static int run(const char *fmt, ...)
     return rv == -1 ? -1 : WEXITSTATUS(rv);
 }
 
+/* Copy a command's output from the test directory to the test's log. */
+static void show_log(const struct fixture *f, const char *name)
+{
+    char path[sizeof f->dir + 32], line[512];
+    snprintf(path, sizeof path, "%s/%s", f->dir, name);
+    FILE *in = fopen(path, "r");
+    if (in == NULL) {
+        e2e_log("%s: cannot open", path);
+        return;
+    }
+    while (fgets(line, sizeof line, in) != NULL) {
+        line[strcspn(line, "\n")] = '\0';
+        e2e_log("%s: %s", name, line);
+    }
+    fclose(in);
+}
+
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof *f);
@@ -117,13 +134,19 @@ static void test_add_cell(void **state)
 {
     struct fixture *f = *state;
     /* A free block of ports: `cluster up` checks every one and refuses
-     * otherwise, so try a few bases. */
+     * otherwise, so try a few bases. All below the kernel's ephemeral range
+     * (32768 and up by default): the running nodes' outgoing connections
+     * take ports from there, and add-cell's block for the new nodes, checked
+     * only when it runs, must not meet one of them. */
     int rv = -1;
     for (int attempt = 0; attempt < 5 && rv != 0; attempt++) {
-        f->base = 20000 + (int)((getpid() * 7 + attempt * 997) % 9000) * 4;
+        f->base = 20000 + (int)((getpid() * 7 + attempt * 997) % 3000) * 4;
         rv = run("%s cluster up --regions us-east,us-west,eu,asia --cells-per-region 1 "
                  "--dir %s/c --base-port %d > %s/up.log 2>&1",
                  GEOSCALE_PATH, f->dir, f->base, f->dir);
+    }
+    if (rv != 0) {
+        show_log(f, "up.log");
     }
     assert_int_equal(rv, 0);
     f->up = 1;
@@ -152,6 +175,9 @@ static void test_add_cell(void **state)
     usleep(200 * 1000);
     rv = run("%s cluster add-cell --dir %s/c --region us-east > %s/add.log 2>&1", GEOSCALE_PATH,
              f->dir, f->dir);
+    if (rv != 0) {
+        show_log(f, "add.log");
+    }
     assert_int_equal(rv, 0);
     /* Keep serving until new signups have landed in the new cell. */
     double deadline = e2e_now_ms() + 15000;

@@ -3,10 +3,16 @@
  * thread of its own, over a state machine given as a table of functions
  * (group_sm.h): a cell's FSM, the directory's or the metadata group's.
  *
- * Threads. The group thread owns the uv loop, the raft instance and the
- * FSM. Other threads talk to it only through its inbox (a mailbox) and read
- * its status through a mutex-protected copy refreshed on the group thread.
- * Completed requests go back through the submitter's reply mailbox.
+ * Threads. The group thread owns the uv loop and the raft instance. The
+ * FSM belongs to the group's applier thread (raft/applier.h): libraft's
+ * apply() copies each committed entry into the applier's queue and returns,
+ * so an apply never delays the group thread's next log write or ack; the
+ * group thread uses the FSM itself only after draining the applier
+ * (snapshot, restore, digest). Other threads talk to the group only
+ * through its inbox (a mailbox) and read its status through a
+ * mutex-protected copy refreshed on the group thread. Completed requests go
+ * back through the submitter's reply mailbox, from the group thread or,
+ * for what the FSM answers, from the applier.
  *
  * Group commit. Every inbox wake-up drains all requests posted since the
  * last one. Writes wait in `pending` and are packed into entries of at most
@@ -14,21 +20,24 @@
  * max_inflight_entries entries proposed and not yet applied: while the log
  * is busy, the next batch grows, so throughput rises with load instead of
  * entries per second. Each entry is one raft_apply and, on every replica,
- * one RocksDB WriteBatch.
+ * one RocksDB WriteBatch. An entry counts as in flight until libraft has
+ * handed it to the applier.
  *
  * Results. libraft hands apply() no index and passes `result` only to the
  * proposer's callback. The group keeps its proposals in a FIFO ordered by
  * log index; apply() computes the index as raft_last_applied() + 1 and, if
- * the head proposal sits at that index, lets the FSM write the per-command
- * results straight into it. This is the same index matching libraft uses
- * for its own request callbacks: a proposal is pending only while this node
- * leads the term it was proposed in, and libraft fails every pending request
- * when the node steps down. Nothing is heap-allocated for followers.
+ * the head proposal sits at that index, hands its requests and result slots
+ * to the applier with the entry: the applier answers them once the FSM has
+ * applied it. This is the same index matching libraft uses for its own
+ * request callbacks: a proposal is pending only while this node leads the
+ * term it was proposed in, and libraft fails every pending request when the
+ * node steps down.
  *
  * Reads. Linearizable reads wait for a raft_barrier: one barrier serves all
  * the reads that arrived before it was proposed; reads arriving later wait
  * for the next one. A barrier is an entry of the leader's term committed by
- * a quorum, so its completion also proves leadership.
+ * a quorum, so its completion also proves leadership. Its reads then go to
+ * the applier, behind every entry committed before the barrier.
  *
  * Outcomes. A write whose raft_apply was refused was never proposed
  * (NOT_LEADER / UNAVAILABLE, safe to retry). A write whose callback failed
@@ -46,6 +55,7 @@
  * kept long enough that ordinary lag and restarts never need that.
  */
 #include "group.h"
+#include "applier.h"
 #include "defaults.h"
 #include "snapshot_pull.h"
 #include "tcp_nodelay.h"
@@ -53,6 +63,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +81,18 @@
 #include "geoscale/errors.h"
 
 #define GROUP_TICK_MS 50
+
+/* The applier's bounds: a follower whose applies fall this far behind
+ * its log stops taking entries until they catch up. */
+#define APPLIER_MAX_ITEMS 64
+#define APPLIER_MAX_BYTES ((size_t)32 << 20)
+/* The applier's niceness above the group thread's (applier.h). A
+ * leader's applies answer clients: same priority as the group thread. A
+ * follower's answer no one: they yield the CPU to every other thread of
+ * the machine, and the bound above keeps them from falling far behind
+ * (measured in bench/RESULTS.md: at 10 less than at 19). */
+#define APPLIER_LEADER_NICE 0
+#define APPLIER_FOLLOWER_NICE 19
 #define MANIFEST_FORMAT 1
 
 /* One raft_apply of a batch of writes. */
@@ -78,10 +101,24 @@ struct proposal {
     struct group *g;
     struct group_request *reqs;  /* linked by next_in_batch, in command order */
     size_t n;
-    struct cell_result *results; /* n slots, filled by apply() on this node */
-    size_t n_results;
-    bool applied;
+    struct cell_result *results; /* n slots, for the applier to fill */
+    bool handed;                 /* reqs and results went to the applier */
     struct proposal *next;   /* in-flight FIFO, by log index */
+};
+
+/* What the applier runs (raft/applier.h): a committed entry, with this
+ * node's requests and result slots when this node proposed it; or reads,
+ * which see every entry pushed before them. */
+struct apply_item {
+    struct applier_item base; /* must stay first */
+    struct group *g;
+    uint64_t raft_applied;        /* raft_last_applied() when pushed */
+    struct group_request *reqs;   /* linked by next_in_batch; NULL: none */
+    size_t n_reqs;
+    struct cell_result *results;  /* entry of this node's proposal: n_reqs slots */
+    bool is_entry;
+    size_t len;
+    uint8_t data[];               /* the entry, copied */
 };
 
 struct group {
@@ -106,6 +143,11 @@ struct group {
     struct raft_fsm fsm;
     struct raft raft;
     bool raft_initialized;
+
+    /* The state machine's thread (see "Applier" above). applier_done is
+     * libraft's applied index as of the last item the applier finished. */
+    struct applier applier;
+    _Atomic uint64_t applier_done;
 
     /* Writes waiting for a batch slot. */
     struct group_request *pending_head, *pending_tail;
@@ -149,7 +191,8 @@ struct group {
 
 /* ------------------------------------------------------------ completion */
 
-static void req_complete(struct group *g, struct group_request *req, int status)
+/* Answer a request: any thread (the applier answers what it ran). */
+static void req_deliver(struct group_request *req, int status)
 {
     assert(req->state != GROUP_REQ_DONE);
     if (status != 0) {
@@ -158,12 +201,6 @@ static void req_complete(struct group *g, struct group_request *req, int status)
         req->result.len = 0;
     }
     req->result.status = status;
-    if (req->leader_id == 0 && g->raft_initialized) {
-        raft_id leader_id = 0;
-        const char *address = NULL;
-        raft_leader(&g->raft, &leader_id, &address);
-        req->leader_id = leader_id;
-    }
     req->state = GROUP_REQ_DONE;
     req->next_in_batch = NULL;
     if (!mailbox_post(req->reply_box, &req->item)) {
@@ -171,6 +208,18 @@ static void req_complete(struct group *g, struct group_request *req, int status)
          * node shutdown ordering bug. Nothing safe to do but say so. */
         log_error("group", "event=reply_box_closed method=%u", req->method);
     }
+}
+
+/* Answer a request on the group thread, with the leader as known now. */
+static void req_complete(struct group *g, struct group_request *req, int status)
+{
+    if (req->leader_id == 0 && g->raft_initialized) {
+        raft_id leader_id = 0;
+        const char *address = NULL;
+        raft_leader(&g->raft, &leader_id, &address);
+        req->leader_id = leader_id;
+    }
+    req_deliver(req, status);
 }
 
 static void req_list_complete(struct group *g, struct group_request *list, int status)
@@ -213,10 +262,17 @@ static void group_refresh_status(struct group *g)
             s.state = "unavailable";
             break;
         }
+        applier_set_nice(&g->applier, raft_state(&g->raft) == RAFT_LEADER
+                                          ? APPLIER_LEADER_NICE
+                                          : APPLIER_FOLLOWER_NICE);
         s.leader_id = group_leader(g);
         s.term = raft_current_term(&g->raft);
         s.commit_index = raft_commit_index(&g->raft);
-        s.applied_index = raft_last_applied(&g->raft);
+        /* Applied by the state machine, not only handed to it: with
+         * nothing queued, all libraft applied is. */
+        s.applied_index = applier_pending(&g->applier) == 0
+                              ? raft_last_applied(&g->raft)
+                              : atomic_load(&g->applier_done);
         s.last_log_index = raft_last_index(&g->raft);
     } else {
         s.state = "unavailable";
@@ -228,44 +284,126 @@ static void group_refresh_status(struct group *g)
 
 /* ------------------------------------------------------------ the FSM */
 
+/* On the applier thread: apply an entry and answer this node's requests,
+ * or serve reads. */
+static void apply_run(void *arg, struct applier_item *base)
+{
+    (void)arg;
+    struct apply_item *it = (struct apply_item *)base;
+    struct group *g = it->g;
+    if (it->is_entry) {
+        size_t n_results = 0;
+        int rv = g->cfg.ops->apply(g->cfg.sm, it->raft_applied, it->data, it->len, it->results,
+                                it->results != NULL ? it->n_reqs : 0, &n_results);
+        if (rv != 0) {
+            /* A storage failure: this replica cannot go on applying without
+             * diverging. Fail-stop: a restart replays the log from the last
+             * durable state. */
+            log_error("group", "event=apply_failed index=%" PRIu64
+                      " code=%s detail=\"stopping the node\"",
+                      it->raft_applied, gs_error_name(rv));
+            abort();
+        }
+        size_t i = 0;
+        for (struct group_request *req = it->reqs; req != NULL; i++) {
+            struct group_request *next = req->next_in_batch;
+            if (i < n_results) {
+                req->result = it->results[i];
+                it->results[i].body = NULL;
+                req_deliver(req, req->result.status);
+            } else {
+                /* Committed, but the FSM gave no result: an invariant broke. */
+                log_error("group", "event=missing_result index=%" PRIu64, it->raft_applied);
+                req_deliver(req, GS_EINTERNAL);
+            }
+            req = next;
+        }
+        for (i = 0; it->results != NULL && i < it->n_reqs; i++) {
+            free(it->results[i].body); /* those not handed over above */
+        }
+        free(it->results);
+    } else {
+        for (struct group_request *req = it->reqs; req != NULL;) {
+            struct group_request *next = req->next_in_batch;
+            g->cfg.ops->read(g->cfg.sm, req->method, req->body, req->len, &req->result);
+            req_deliver(req, req->result.status);
+            req = next;
+        }
+    }
+    atomic_store(&g->applier_done, it->raft_applied);
+    free(it);
+}
+
+/* Hand reads to the applier (on the group thread): they run after every
+ * entry handed to it before. The answers name leader_id as the leader. */
+static void group_push_reads(struct group *g, struct group_request *list, uint64_t leader_id)
+{
+    if (list == NULL) {
+        return;
+    }
+    struct apply_item *it = calloc(1, sizeof *it);
+    if (it == NULL) {
+        req_list_complete(g, list, GS_ENOMEM);
+        return;
+    }
+    size_t n = 0;
+    for (struct group_request *r = list; r != NULL; r = r->next_in_batch) {
+        r->leader_id = leader_id;
+        n++;
+    }
+    it->base.bytes = sizeof *it;
+    it->g = g;
+    it->raft_applied = g->raft_initialized ? raft_last_applied(&g->raft) : 0;
+    it->reqs = list;
+    it->n_reqs = n;
+    applier_push(&g->applier, &it->base);
+}
+
 static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
 {
     struct group *g = fsm->data;
     raft_index index = raft_last_applied(&g->raft) + 1;
-    struct cell_result *results = NULL;
-    size_t max_results = 0;
 
     *result = NULL;
+    struct apply_item *it = malloc(sizeof *it + buf->len);
+    if (it == NULL) {
+        /* Skipping the entry would diverge; returning an error into
+         * libraft 0.22.1 is not an option (its receive path frees the
+         * entries a second time). Fail-stop, as for a storage failure. */
+        log_error("group", "event=apply_failed index=%llu code=NOMEM detail=\"stopping the node\"",
+                  (unsigned long long)index);
+        abort();
+    }
+    memset(it, 0, sizeof *it);
+    it->base.bytes = sizeof *it + buf->len;
+    it->g = g;
+    it->raft_applied = index;
+    it->is_entry = true;
+    it->len = buf->len;
+    memcpy(it->data, buf->base, buf->len);
     /* Only a leader has live proposals: when it steps down, libraft fails
      * them all before any entry of another leader can be applied here.
      * libraft applies several entries in one step and fires the callbacks
      * after, so proposals already applied may still head the FIFO. */
-    struct proposal *p = NULL;
     if (raft_state(&g->raft) == RAFT_LEADER) {
-        for (p = g->inflight_head; p != NULL && p->apply.index < index; p = p->next) {
+        struct proposal *p = g->inflight_head;
+        while (p != NULL && p->apply.index < index) {
+            p = p->next;
         }
         if (p != NULL && p->apply.index == index) {
-            assert(!p->applied);
-            results = p->results;
-            max_results = p->n;
+            assert(!p->handed);
+            for (struct group_request *r = p->reqs; r != NULL; r = r->next_in_batch) {
+                r->leader_id = g->cfg.node_id;
+            }
+            it->reqs = p->reqs;
+            it->n_reqs = p->n;
+            it->results = p->results;
+            p->reqs = NULL;
+            p->results = NULL;
+            p->handed = true;
         }
     }
-    size_t n_results = 0;
-    int rv = g->cfg.ops->apply(g->cfg.sm, index, buf->base, buf->len, results, max_results,
-                            &n_results);
-    if (rv != 0) {
-        /* A storage failure: this replica cannot go on applying without
-         * diverging. Fail-stop: a restart replays the log from the last
-         * durable state. (Returning an error into libraft 0.22.1 is not an
-         * option: its receive path frees the entries a second time.) */
-        log_error("group", "event=apply_failed index=%llu code=%s detail=\"stopping the node\"",
-                  (unsigned long long)index, gs_error_name(rv));
-        abort();
-    }
-    if (results != NULL) {
-        p->applied = true;
-        p->n_results = n_results;
-    }
+    applier_push(&g->applier, &it->base);
     return 0;
 }
 
@@ -290,6 +428,9 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
     if (now < g->ckpt_retry_at) {
         return RAFT_BUSY; /* the log is kept until the next try */
     }
+    /* libraft snapshots at its last applied index: wait until the state
+     * machine holds every entry up to it. */
+    applier_drain(&g->applier);
     int rv = g->cfg.ops->sync(g->cfg.sm);
     if (rv != 0) {
         log_error("group", "event=snapshot_sync_failed code=%s retry_in_ms=%" PRIu64,
@@ -343,6 +484,7 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
         rv = RAFT_MALFORMED;
         goto out;
     }
+    applier_drain(&g->applier);
     uint64_t have = g->cfg.ops->applied_index(g->cfg.sm);
     if (m->applied_index <= have) {
         log_info("group", "event=restore_skipped manifest_index=%" PRIu64 " db_index=%" PRIu64,
@@ -418,16 +560,13 @@ static void proposal_apply_cb(struct raft_apply *apply, int status, void *result
     }
     g->n_inflight--;
 
-    struct group_request *req = p->reqs;
-    size_t i = 0;
+    /* Applied here: the applier answers the requests. Otherwise they were
+     * not applied by this node, whether or not the entry commits later. */
+    struct group_request *req = p->handed ? NULL : p->reqs;
     while (req != NULL) {
         struct group_request *next = req->next_in_batch;
-        if (status == 0 && p->applied && i < p->n_results) {
-            req->result = p->results[i];
-            p->results[i].body = NULL;
-            req_complete(g, req, req->result.status);
-        } else if (status == 0) {
-            /* Committed but this node's FSM gave no result: cannot happen
+        if (status == 0) {
+            /* Committed but not handed to this node's FSM: cannot happen
              * unless an invariant broke. */
             log_error("group", "event=missing_result index=%llu",
                       (unsigned long long)apply->index);
@@ -436,10 +575,6 @@ static void proposal_apply_cb(struct raft_apply *apply, int status, void *result
             req_complete(g, req, GS_EUNKNOWN);
         }
         req = next;
-        i++;
-    }
-    for (i = 0; i < p->n_results; i++) {
-        free(p->results[i].body); /* those not handed over above */
     }
     if (status != 0) {
         log_info("group", "event=proposal_failed index=%llu status=%s commands=%zu",
@@ -599,15 +734,11 @@ static void barrier_cb(struct raft_barrier *barrier, int status)
     struct group_request *list = g->reads_barrier;
     g->reads_barrier = NULL;
     g->barrier_inflight = false;
-    while (list != NULL) {
-        struct group_request *next = list->next_in_batch;
-        if (status == 0) {
-            g->cfg.ops->read(g->cfg.sm, list->method, list->body, list->len, &list->result);
-            req_complete(g, list, list->result.status);
-        } else {
-            req_complete(g, list, g->stopping ? GS_ESHUTDOWN : req_not_leader_status(g));
-        }
-        list = next;
+    if (status == 0) {
+        /* Every entry committed before the barrier is with the applier. */
+        group_push_reads(g, list, g->cfg.node_id);
+    } else {
+        req_list_complete(g, list, g->stopping ? GS_ESHUTDOWN : req_not_leader_status(g));
     }
     if (!g->stopping) {
         group_maybe_barrier(g);
@@ -691,6 +822,8 @@ static void digest_after_cb(uv_work_t *w, int status)
 
 static void group_state_digest(struct group *g, struct group_request *req)
 {
+    /* The state machine is this thread's once the applier is idle. */
+    applier_drain(&g->applier);
     struct rsm *r = g->cfg.ops->rsm != NULL ? g->cfg.ops->rsm(g->cfg.sm) : NULL;
     if (r != NULL) {
         struct digest_work *dw = calloc(1, sizeof *dw);
@@ -723,6 +856,7 @@ static void group_inbox_deliver(struct mailbox *box, struct mailbox_item *items)
 {
     struct group *g = box->data;
     bool is_leader = raft_state(&g->raft) == RAFT_LEADER;
+    struct group_request *local_head = NULL, *local_tail = NULL;
     while (items != NULL) {
         struct group_request *req = (struct group_request *)items;
         items = items->next;
@@ -753,8 +887,12 @@ static void group_inbox_deliver(struct mailbox *box, struct mailbox_item *items)
              * metadata reads are local in every region. With the testing
              * switch unsafe_local_reads, linearizable reads are served the
              * same way: possibly stale, on purpose. */
-            g->cfg.ops->read(g->cfg.sm, req->method, req->body, req->len, &req->result);
-            req_complete(g, req, req->result.status);
+            if (local_tail != NULL) {
+                local_tail->next_in_batch = req;
+            } else {
+                local_head = req;
+            }
+            local_tail = req;
             continue;
         }
         if (!is_leader) {
@@ -778,6 +916,7 @@ static void group_inbox_deliver(struct mailbox *box, struct mailbox_item *items)
             g->reads_waiting_tail = req;
         }
     }
+    group_push_reads(g, local_head, group_leader(g));
     if (!g->stopping) {
         group_flush_writes(g);
         group_maybe_barrier(g);
@@ -1028,9 +1167,18 @@ static void *group_thread_main(void *arg)
     uv_timer_init(&g->loop, &g->tick);
     g->tick.data = g;
 
-    rv = group_setup(g);
+    /* Read before the applier owns the state machine. */
+    uint64_t applied = g->cfg.ops->applied_index(g->cfg.sm);
+    rv = applier_start(&g->applier, apply_run, g, APPLIER_MAX_ITEMS, APPLIER_MAX_BYTES,
+                       APPLIER_FOLLOWER_NICE);
+    if (rv != 0) {
+        snprintf(g->start_errmsg, sizeof g->start_errmsg, "cannot start the applier thread");
+    } else {
+        rv = group_setup(g);
+    }
     if (rv != 0) {
         group_close_after_failed_setup(g);
+        applier_stop(&g->applier);
         group_start_signal(g, rv);
         return NULL;
     }
@@ -1038,11 +1186,12 @@ static void *group_thread_main(void *arg)
     group_refresh_status(g);
     log_info("group",
              "event=started kind=%s group_id=%u node_id=%" PRIu64 " raft_address=%s applied=%" PRIu64,
-             g->cfg.ops->kind, g->cfg.group_id, g->cfg.node_id, g->raft_address,
-             g->cfg.ops->applied_index(g->cfg.sm));
+             g->cfg.ops->kind, g->cfg.group_id, g->cfg.node_id, g->raft_address, applied);
     group_start_signal(g, 0);
 
     uv_run(&g->loop, UV_RUN_DEFAULT);
+    /* Entries committed and handed over are applied and answered. */
+    applier_stop(&g->applier);
     rv = uv_loop_close(&g->loop);
     if (rv != 0) {
         log_error("group", "event=loop_close_failed reason=%s", uv_strerror(rv));

@@ -1,0 +1,152 @@
+#include "applier.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "../engine/log.h"
+#include "geoscale/errors.h"
+
+/* Linux: niceness is per thread (PRIO_PROCESS with a thread id). Called
+ * with the lock held. */
+static void applier_renice(struct applier *a)
+{
+    if (a->tid == 0 || setpriority(PRIO_PROCESS, (id_t)a->tid, a->base_nice + a->nice) == 0) {
+        return;
+    }
+    log_warn("applier", "event=nice_failed nice=%d error=\"%s\"", a->base_nice + a->nice,
+             strerror(errno));
+}
+
+static void *applier_main(void *arg)
+{
+    struct applier *a = arg;
+    pthread_mutex_lock(&a->lock);
+    a->tid = (pid_t)syscall(SYS_gettid);
+    errno = 0;
+    int cur = getpriority(PRIO_PROCESS, (id_t)a->tid);
+    a->base_nice = cur == -1 && errno != 0 ? 0 : cur;
+    if (a->nice != 0) {
+        applier_renice(a);
+    }
+    for (;;) {
+        while (a->head == NULL && !a->stop) {
+            pthread_cond_wait(&a->work, &a->lock);
+        }
+        struct applier_item *it = a->head;
+        if (it == NULL) {
+            break; /* stopping, and nothing left */
+        }
+        a->head = it->next;
+        if (a->head == NULL) {
+            a->tail = NULL;
+        }
+        size_t bytes = it->bytes;
+        pthread_mutex_unlock(&a->lock);
+        a->run(a->arg, it);
+        pthread_mutex_lock(&a->lock);
+        /* Counted until it has run: drain waits for running items too. */
+        a->n_items--;
+        a->n_bytes -= bytes;
+        pthread_cond_broadcast(&a->room);
+    }
+    pthread_mutex_unlock(&a->lock);
+    return NULL;
+}
+
+int applier_start(struct applier *a, applier_run_fn run, void *arg, size_t max_items,
+                  size_t max_bytes, int nice)
+{
+    memset(a, 0, sizeof *a);
+    a->run = run;
+    a->arg = arg;
+    a->max_items = max_items > 0 ? max_items : 1;
+    a->max_bytes = max_bytes;
+    a->nice = nice;
+    pthread_mutex_init(&a->lock, NULL);
+    pthread_cond_init(&a->work, NULL);
+    pthread_cond_init(&a->room, NULL);
+    if (pthread_create(&a->thread, NULL, applier_main, a) != 0) {
+        pthread_cond_destroy(&a->room);
+        pthread_cond_destroy(&a->work);
+        pthread_mutex_destroy(&a->lock);
+        return GS_ENOMEM;
+    }
+    a->started = true;
+    return 0;
+}
+
+void applier_push(struct applier *a, struct applier_item *item)
+{
+    item->next = NULL;
+    pthread_mutex_lock(&a->lock);
+    /* An item larger than max_bytes still goes in, alone. */
+    while (a->n_items > 0 &&
+           (a->n_items >= a->max_items || a->n_bytes + item->bytes > a->max_bytes)) {
+        pthread_cond_wait(&a->room, &a->lock);
+    }
+    if (a->tail != NULL) {
+        a->tail->next = item;
+    } else {
+        a->head = item;
+    }
+    a->tail = item;
+    a->n_items++;
+    a->n_bytes += item->bytes;
+    pthread_cond_signal(&a->work);
+    pthread_mutex_unlock(&a->lock);
+}
+
+void applier_drain(struct applier *a)
+{
+    if (!a->started) {
+        return;
+    }
+    pthread_mutex_lock(&a->lock);
+    while (a->n_items > 0) {
+        pthread_cond_wait(&a->room, &a->lock);
+    }
+    pthread_mutex_unlock(&a->lock);
+}
+
+void applier_set_nice(struct applier *a, int nice)
+{
+    if (!a->started) {
+        return;
+    }
+    pthread_mutex_lock(&a->lock);
+    if (a->nice != nice) {
+        a->nice = nice;
+        applier_renice(a);
+    }
+    pthread_mutex_unlock(&a->lock);
+}
+
+size_t applier_pending(struct applier *a)
+{
+    if (!a->started) {
+        return 0;
+    }
+    pthread_mutex_lock(&a->lock);
+    size_t n = a->n_items;
+    pthread_mutex_unlock(&a->lock);
+    return n;
+}
+
+void applier_stop(struct applier *a)
+{
+    if (!a->started) {
+        return;
+    }
+    pthread_mutex_lock(&a->lock);
+    a->stop = true;
+    pthread_cond_signal(&a->work);
+    pthread_mutex_unlock(&a->lock);
+    pthread_join(a->thread, NULL);
+    pthread_cond_destroy(&a->room);
+    pthread_cond_destroy(&a->work);
+    pthread_mutex_destroy(&a->lock);
+    a->started = false;
+}

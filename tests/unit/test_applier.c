@@ -108,6 +108,15 @@ static void test_order_and_drain(void **state)
     applier_stop(&a);
 }
 
+/* An applier whose first item (value 0) waits at a closed gate. */
+static void start_gated(struct sink *s, struct applier *a, size_t max_items, size_t max_bytes)
+{
+    sink_init(s);
+    s->gate_closed = true;
+    s->gate_value = 0;
+    assert_int_equal(applier_start(a, run, s, max_items, max_bytes, 0), 0);
+}
+
 struct pusher {
     struct applier *a;
     struct item *it;
@@ -122,38 +131,45 @@ static void *pusher_main(void *arg)
     return NULL;
 }
 
+/* Push `it` from another thread while the applier waits at the gate; after
+ * 100 ms, note whether the push returned (and what `observe` reads then),
+ * open the gate and let the push finish. Observe, then release, then let
+ * the caller assert: a failed assertion leaves nothing blocked. */
+static bool push_returned_while_gated(struct sink *s, struct applier *a, struct item *it,
+                                      size_t *pending, size_t *ran)
+{
+    static struct pusher p;
+    p = (struct pusher){.a = a, .it = it};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, pusher_main, &p), 0);
+    struct timespec pause = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    bool returned = atomic_load(&p.returned);
+    *pending = applier_pending(a);
+    *ran = atomic_load(&s->n);
+    gate_open(s);
+    pthread_join(t, NULL);
+    assert_true(atomic_load(&p.returned));
+    return returned;
+}
+
 /* A full queue holds the pusher until the applier makes room. */
 static void test_push_blocks_when_full(void **state)
 {
     (void)state;
     static struct sink s;
-    sink_init(&s);
-    s.gate_closed = true;
-    s.gate_value = 0;
     static struct applier a;
-    assert_int_equal(applier_start(&a, run, &s, 4, 1 << 20, 0), 0);
+    start_gated(&s, &a, 4, 1 << 20);
     for (int i = 0; i < 4; i++) {
         applier_push(&a, &item_new(i, 10)->base); /* item 0 runs and waits */
     }
     gate_wait_reached(&s);
     assert_int_equal(applier_pending(&a), 4);
 
-    static struct pusher p;
-    p = (struct pusher){.a = &a, .it = item_new(4, 10)};
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, pusher_main, &p), 0);
-    struct timespec pause = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
-    nanosleep(&pause, NULL);
-    /* Observe, then release, then assert: a failure leaves nothing blocked. */
-    bool returned = atomic_load(&p.returned);
-    size_t pending = applier_pending(&a);
-    size_t ran = atomic_load(&s.n);
-    gate_open(&s);
-    pthread_join(t, NULL);
-    assert_false(returned);
+    size_t pending, ran;
+    assert_false(push_returned_while_gated(&s, &a, item_new(4, 10), &pending, &ran));
     assert_int_equal(pending, 4);
     assert_int_equal(ran, 0);
-    assert_true(atomic_load(&p.returned));
     applier_drain(&a);
     assert_int_equal(atomic_load(&s.n), 5);
     for (int i = 0; i < 5; i++) {
@@ -168,23 +184,14 @@ static void test_byte_bound(void **state)
 {
     (void)state;
     static struct sink s;
-    sink_init(&s);
-    s.gate_closed = true;
-    s.gate_value = 0;
     static struct applier a;
-    assert_int_equal(applier_start(&a, run, &s, 100, 1000, 0), 0);
+    start_gated(&s, &a, 100, 1000);
     applier_push(&a, &item_new(0, 600)->base);
     gate_wait_reached(&s);
-    static struct pusher p;
-    p = (struct pusher){.a = &a, .it = item_new(1, 600)};
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, pusher_main, &p), 0);
-    struct timespec pause = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
-    nanosleep(&pause, NULL);
-    bool returned = atomic_load(&p.returned);
-    gate_open(&s);
-    pthread_join(t, NULL);
-    assert_false(returned); /* 600 + 600 > 1000 */
+    size_t pending, ran;
+    /* 600 + 600 > 1000 */
+    assert_false(push_returned_while_gated(&s, &a, item_new(1, 600), &pending, &ran));
+    assert_int_equal(pending, 1);
     applier_drain(&a);
 
     applier_push(&a, &item_new(2, 5000)->base); /* alone: in at once */
@@ -198,11 +205,8 @@ static void test_stop_runs_queued(void **state)
 {
     (void)state;
     static struct sink s;
-    sink_init(&s);
-    s.gate_closed = true;
-    s.gate_value = 0;
     static struct applier a;
-    assert_int_equal(applier_start(&a, run, &s, 16, 1 << 20, 0), 0);
+    start_gated(&s, &a, 16, 1 << 20);
     for (int i = 0; i < 10; i++) {
         applier_push(&a, &item_new(i, 1)->base);
     }

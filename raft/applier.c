@@ -13,11 +13,28 @@
  * with the lock held. */
 static void applier_renice(struct applier *a)
 {
-    if (a->tid == 0 || setpriority(PRIO_PROCESS, (id_t)a->tid, a->base_nice + a->nice) == 0) {
+    if (!a->renice_ok || setpriority(PRIO_PROCESS, (id_t)a->tid, a->base_nice + a->nice) == 0) {
         return;
     }
     log_warn("applier", "event=nice_failed nice=%d error=\"%s\"", a->base_nice + a->nice,
              strerror(errno));
+}
+
+/* Raising a thread's niceness needs no privilege, lowering it back does
+ * (CAP_SYS_NICE, or RLIMIT_NICE). An applier that could not come back to
+ * its base priority, e.g. when its group becomes leader, would be worse off
+ * than one never reniced: try a step up and back first. */
+static bool applier_probe_renice(struct applier *a)
+{
+    if (setpriority(PRIO_PROCESS, (id_t)a->tid, a->base_nice + 1) != 0) {
+        return false;
+    }
+    if (setpriority(PRIO_PROCESS, (id_t)a->tid, a->base_nice) != 0) {
+        log_info("applier", "event=renice_unavailable detail=\"cannot lower niceness (no "
+                            "CAP_SYS_NICE or RLIMIT_NICE): applies are not reniced\"");
+        return false;
+    }
+    return true;
 }
 
 static void *applier_main(void *arg)
@@ -28,6 +45,7 @@ static void *applier_main(void *arg)
     errno = 0;
     int cur = getpriority(PRIO_PROCESS, (id_t)a->tid);
     a->base_nice = cur == -1 && errno != 0 ? 0 : cur;
+    a->renice_ok = applier_probe_renice(a);
     if (a->nice != 0) {
         applier_renice(a);
     }

@@ -61,6 +61,7 @@ struct applier {
     int nice;             /* guarded by lock, as the two below */
     int base_nice;        /* the thread's niceness when it started */
     pid_t tid;            /* 0 until the thread runs */
+    bool renice_ok;       /* it may go back down to base_nice (applier.c) */
     applier_run_fn run;
     void *arg;
 };
@@ -70,7 +71,9 @@ struct applier {
 int applier_start(struct applier *a, applier_run_fn run, void *arg, size_t max_items,
                   size_t max_bytes, int nice);
 
-/* Run at niceness `nice` above the thread's original one from now on. */
+/* Run at niceness `nice` above the thread's original one from now on.
+ * Without the privilege to lower a thread's niceness again, the applier
+ * is not reniced at all (logged once), after at most one step up. */
 void applier_set_nice(struct applier *a, int nice);
 
 /* Queue an item (blocks while the queue is full). item->bytes must be set. */

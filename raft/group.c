@@ -90,7 +90,8 @@
  * leader's applies answer clients: same priority as the group thread. A
  * follower's answer no one: they yield the CPU to every other thread of
  * the machine, and the bound above keeps them from falling far behind
- * (measured in bench/RESULTS.md: at 10 less than at 19). */
+ * (measured in bench/RESULTS.md: at 10 less than at 19). A process that
+ * may not lower niceness again does not renice its appliers. */
 #define APPLIER_LEADER_NICE 0
 #define APPLIER_FOLLOWER_NICE 19
 #define MANIFEST_FORMAT 1

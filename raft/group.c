@@ -113,10 +113,11 @@ struct proposal {
 struct apply_item {
     struct applier_item base; /* must stay first */
     struct group *g;
-    uint64_t raft_applied;        /* raft_last_applied() when pushed */
+    uint64_t index;               /* libraft's applied index once this has run:
+                                   * the entry's, or the last before the reads */
     struct group_request *reqs;   /* linked by next_in_batch; NULL: none */
-    size_t n_reqs;
-    struct cell_result *results;  /* entry of this node's proposal: n_reqs slots */
+    size_t n_reqs;                /* entry of this node's proposal: its commands */
+    struct cell_result *results;  /* and as many result slots */
     bool is_entry;
     size_t len;
     uint8_t data[];               /* the entry, copied */
@@ -294,7 +295,7 @@ static void apply_run(void *arg, struct applier_item *base)
     struct group *g = it->g;
     if (it->is_entry) {
         size_t n_results = 0;
-        int rv = g->cfg.ops->apply(g->cfg.sm, it->raft_applied, it->data, it->len, it->results,
+        int rv = g->cfg.ops->apply(g->cfg.sm, it->index, it->data, it->len, it->results,
                                 it->results != NULL ? it->n_reqs : 0, &n_results);
         if (rv != 0) {
             /* A storage failure: this replica cannot go on applying without
@@ -302,7 +303,7 @@ static void apply_run(void *arg, struct applier_item *base)
              * durable state. */
             log_error("group", "event=apply_failed index=%" PRIu64
                       " code=%s detail=\"stopping the node\"",
-                      it->raft_applied, gs_error_name(rv));
+                      it->index, gs_error_name(rv));
             abort();
         }
         size_t i = 0;
@@ -314,7 +315,7 @@ static void apply_run(void *arg, struct applier_item *base)
                 req_deliver(req, req->result.status);
             } else {
                 /* Committed, but the FSM gave no result: an invariant broke. */
-                log_error("group", "event=missing_result index=%" PRIu64, it->raft_applied);
+                log_error("group", "event=missing_result index=%" PRIu64, it->index);
                 req_deliver(req, GS_EINTERNAL);
             }
             req = next;
@@ -331,7 +332,7 @@ static void apply_run(void *arg, struct applier_item *base)
             req = next;
         }
     }
-    atomic_store(&g->applier_done, it->raft_applied);
+    atomic_store(&g->applier_done, it->index);
     free(it);
 }
 
@@ -347,16 +348,13 @@ static void group_push_reads(struct group *g, struct group_request *list, uint64
         req_list_complete(g, list, GS_ENOMEM);
         return;
     }
-    size_t n = 0;
     for (struct group_request *r = list; r != NULL; r = r->next_in_batch) {
         r->leader_id = leader_id;
-        n++;
     }
     it->base.bytes = sizeof *it;
     it->g = g;
-    it->raft_applied = g->raft_initialized ? raft_last_applied(&g->raft) : 0;
+    it->index = raft_last_applied(&g->raft); /* reads arrive after setup */
     it->reqs = list;
-    it->n_reqs = n;
     applier_push(&g->applier, &it->base);
 }
 
@@ -378,7 +376,7 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
     memset(it, 0, sizeof *it);
     it->base.bytes = sizeof *it + buf->len;
     it->g = g;
-    it->raft_applied = index;
+    it->index = index;
     it->is_entry = true;
     it->len = buf->len;
     memcpy(it->data, buf->base, buf->len);

@@ -81,6 +81,8 @@
 #include "geoscale/errors.h"
 
 #define GROUP_TICK_MS 50
+/* A tick this late is logged (half the default election timeout). */
+#define GROUP_LATE_TICK_MS 250
 
 /* The applier's bounds: a follower whose applies fall this far behind
  * its log stops taking entries until they catch up. */
@@ -189,6 +191,11 @@ struct group {
     /* Status copy for other threads. */
     pthread_mutex_t status_lock;
     struct group_status status;
+    /* What the last refresh logged: a change of state or leader is logged. */
+    const char *logged_state;
+    uint64_t logged_leader;
+    /* Loop time of the last tick: a late tick means the loop was blocked. */
+    uint64_t last_tick;
 };
 
 /* ------------------------------------------------------------ completion */
@@ -278,6 +285,14 @@ static void group_refresh_status(struct group *g)
         s.last_log_index = raft_last_index(&g->raft);
     } else {
         s.state = "unavailable";
+    }
+    if (s.state != g->logged_state || s.leader_id != g->logged_leader) {
+        log_info("group",
+                 "event=state kind=%s group_id=%u state=%s term=%" PRIu64 " leader_id=%" PRIu64
+                 " commit_index=%" PRIu64,
+                 s.kind, s.group_id, s.state, s.term, s.leader_id, s.commit_index);
+        g->logged_state = s.state;
+        g->logged_leader = s.leader_id;
     }
     pthread_mutex_lock(&g->status_lock);
     g->status = s;
@@ -428,9 +443,13 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
         return RAFT_BUSY; /* the log is kept until the next try */
     }
     /* libraft snapshots at its last applied index: wait until the state
-     * machine holds every entry up to it. */
+     * machine holds every entry up to it. The loop thread waits for all of
+     * this, so each step's time is logged. */
+    uint64_t t0 = uv_hrtime();
     applier_drain(&g->applier);
+    uint64_t t1 = uv_hrtime();
     int rv = g->cfg.ops->sync(g->cfg.sm);
+    uint64_t t2 = uv_hrtime();
     if (rv != 0) {
         log_error("group", "event=snapshot_sync_failed code=%s retry_in_ms=%" PRIu64,
                   gs_error_name(rv), snapshot_backoff(g, now));
@@ -449,6 +468,7 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
             return RAFT_IOERR;
         }
     }
+    uint64_t t3 = uv_hrtime();
     g->ckpt_backoff_ms = 0;
     Geoscale__SnapshotManifest m = GEOSCALE__SNAPSHOT_MANIFEST__INIT;
     m.format = MANIFEST_FORMAT;
@@ -467,8 +487,11 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
     }
     (*bufs)[0].len = geoscale__snapshot_manifest__pack(&m, (*bufs)[0].base);
     *n_bufs = 1;
-    log_info("group", "event=snapshot kind=%s applied_index=%" PRIu64, g->cfg.ops->kind,
-             (uint64_t)m.applied_index);
+    log_info("group",
+             "event=snapshot kind=%s applied_index=%" PRIu64 " drain_ms=%" PRIu64
+             " sync_ms=%" PRIu64 " checkpoint_ms=%" PRIu64,
+             g->cfg.ops->kind, (uint64_t)m.applied_index, (t1 - t0) / 1000000,
+             (t2 - t1) / 1000000, (t3 - t2) / 1000000);
     return 0;
 }
 
@@ -944,6 +967,14 @@ static void group_stop_close(struct group *g);
 static void group_tick_cb(uv_timer_t *timer)
 {
     struct group *g = timer->data;
+    uint64_t now = uv_now(&g->loop);
+    if (g->last_tick != 0 && now - g->last_tick >= GROUP_LATE_TICK_MS) {
+        /* Nothing on this thread may block for long: libraft's timers run
+         * here, and a leader that misses its heartbeats is replaced. */
+        log_warn("group", "event=loop_blocked kind=%s ms=%" PRIu64, g->cfg.ops->kind,
+                 now - g->last_tick);
+    }
+    g->last_tick = now;
     if (g->transferring &&
         (raft_state(&g->raft) != RAFT_LEADER || uv_now(&g->loop) >= g->transfer_deadline)) {
         /* libraft does not call back when the leader steps down meanwhile

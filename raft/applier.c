@@ -10,14 +10,25 @@
 #include "geoscale/errors.h"
 
 /* Linux: niceness is per thread (PRIO_PROCESS with a thread id). Called
- * with the lock held. */
+ * with the lock held; a no-op until the thread has probed (tid known). */
 static void applier_renice(struct applier *a)
 {
-    if (!a->renice_ok || setpriority(PRIO_PROCESS, (id_t)a->tid, a->base_nice + a->nice) == 0) {
+    int want = a->base_nice + (a->boosted ? 0 : a->nice);
+    if (!a->renice_ok || setpriority(PRIO_PROCESS, (id_t)a->tid, want) == 0) {
         return;
     }
-    log_warn("applier", "event=nice_failed nice=%d error=\"%s\"", a->base_nice + a->nice,
-             strerror(errno));
+    log_warn("applier", "event=nice_failed nice=%d error=\"%s\"", want, strerror(errno));
+}
+
+/* Back to the base priority until the queue is empty (lock held): the
+ * pusher is waiting, or about to, for an applier that a busy machine could
+ * otherwise starve. */
+static void applier_boost(struct applier *a)
+{
+    if (!a->boosted && a->nice != 0) {
+        a->boosted = true;
+        applier_renice(a);
+    }
 }
 
 /* Raising a thread's niceness needs no privilege, lowering it back does
@@ -46,7 +57,7 @@ static void *applier_main(void *arg)
     int cur = getpriority(PRIO_PROCESS, (id_t)a->tid);
     a->base_nice = cur == -1 && errno != 0 ? 0 : cur;
     a->renice_ok = applier_probe_renice(a);
-    if (a->nice != 0) {
+    if (a->nice != 0 && !a->boosted) {
         applier_renice(a);
     }
     for (;;) {
@@ -68,6 +79,10 @@ static void *applier_main(void *arg)
         /* Counted until it has run: drain waits for running items too. */
         a->n_items--;
         a->n_bytes -= bytes;
+        if (a->n_items == 0 && a->boosted) {
+            a->boosted = false;
+            applier_renice(a);
+        }
         pthread_cond_broadcast(&a->room);
     }
     pthread_mutex_unlock(&a->lock);
@@ -103,6 +118,7 @@ void applier_push(struct applier *a, struct applier_item *item)
     /* An item larger than max_bytes still goes in, alone. */
     while (a->n_items > 0 &&
            (a->n_items >= a->max_items || a->n_bytes + item->bytes > a->max_bytes)) {
+        applier_boost(a);
         pthread_cond_wait(&a->room, &a->lock);
     }
     if (a->tail != NULL) {
@@ -113,6 +129,9 @@ void applier_push(struct applier *a, struct applier_item *item)
     a->tail = item;
     a->n_items++;
     a->n_bytes += item->bytes;
+    if (a->n_items * 2 >= a->max_items || a->n_bytes * 2 >= a->max_bytes) {
+        applier_boost(a);
+    }
     pthread_cond_signal(&a->work);
     pthread_mutex_unlock(&a->lock);
 }
@@ -123,6 +142,9 @@ void applier_drain(struct applier *a)
         return;
     }
     pthread_mutex_lock(&a->lock);
+    if (a->n_items > 0) {
+        applier_boost(a);
+    }
     while (a->n_items > 0) {
         pthread_cond_wait(&a->room, &a->lock);
     }

@@ -26,8 +26,12 @@
  *   - Priority: the owner may run the applier at a lower CPU priority
  *     (nice) than the loop thread, so that on a busy machine Raft's short,
  *     latency-critical steps (acks, log writes, heartbeats) preempt applies
- *     rather than wait for them (a group does so on followers). The bound
- *     above keeps applies from falling behind for long.
+ *     rather than wait for them (a group does so on followers). The lower
+ *     priority only uses slack: once the queue is half full, or the pusher
+ *     waits for the applier (a full queue, a drain), the applier runs at
+ *     its base priority until the queue is empty. Otherwise a machine kept
+ *     busy would starve the applier, fill the queue and block the loop
+ *     thread in push, long enough to miss heartbeats.
  */
 #ifndef GS_RAFT_APPLIER_H
 #define GS_RAFT_APPLIER_H
@@ -62,6 +66,7 @@ struct applier {
     int base_nice;        /* the thread's niceness when it started */
     pid_t tid;            /* 0 until the thread runs */
     bool renice_ok;       /* it may go back down to base_nice (applier.c) */
+    bool boosted;         /* at base_nice until the queue is empty */
     applier_run_fn run;
     void *arg;
 };

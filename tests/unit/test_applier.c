@@ -1,4 +1,5 @@
-/* Applier: order, the bound on queued items and bytes, drain, stop, nice. */
+/* Applier: order, the bound on queued items and bytes, drain, stop, nice
+ * and its boost. */
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -106,6 +107,16 @@ static void test_order_and_drain(void **state)
         assert_int_equal(s.ran[i], i);
     }
     applier_stop(&a);
+}
+
+/* Wait until n items have run (10 s at most). */
+static void wait_ran(struct sink *s, size_t n)
+{
+    for (int i = 0; i < 10000 && atomic_load(&s->n) < n; i++) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(atomic_load(&s->n), n);
 }
 
 /* An applier whose first item (value 0) waits at a closed gate. */
@@ -237,7 +248,7 @@ static void test_nice(void **state)
     static struct applier a;
     assert_int_equal(applier_start(&a, run, &s, 4, 1 << 20, 3), 0);
     applier_push(&a, &item_new(0, 1)->base);
-    applier_drain(&a);
+    wait_ran(&s, 1);
     pthread_mutex_lock(&a.lock);
     bool renice_ok = a.renice_ok;
     pthread_mutex_unlock(&a.lock);
@@ -250,13 +261,99 @@ static void test_nice(void **state)
     }
     assert_int_equal(s.nice_seen, base + 3);
     applier_set_nice(&a, 7);
+    /* Not drained: a drain runs the applier at its base priority. */
     applier_push(&a, &item_new(1, 1)->base);
-    applier_drain(&a);
+    wait_ran(&s, 2);
     assert_int_equal(s.nice_seen, base + 7);
     applier_set_nice(&a, 0); /* back down, as a group that becomes leader */
     applier_push(&a, &item_new(2, 1)->base);
-    applier_drain(&a);
+    wait_ran(&s, 3);
     assert_int_equal(s.nice_seen, base);
+    applier_stop(&a);
+}
+
+static int thread_nice(pid_t tid)
+{
+    errno = 0;
+    int n = getpriority(PRIO_PROCESS, (id_t)tid);
+    assert_int_equal(errno, 0);
+    return n;
+}
+
+/* Poll until the applier thread's niceness is `want` (10 s at most). */
+static void wait_thread_nice(struct applier *a, int want)
+{
+    for (int i = 0; i < 10000 && thread_nice(a->tid) != want; i++) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(thread_nice(a->tid), want);
+}
+
+static void *drainer(void *arg)
+{
+    applier_drain(arg);
+    return NULL;
+}
+
+/* A reniced applier runs at its base priority once its queue is half full
+ * or the pusher drains it, and goes back to its niceness when the queue is
+ * empty: a busy machine cannot starve it while the loop thread waits. */
+static void test_boost(void **state)
+{
+    (void)state;
+    errno = 0;
+    int base = getpriority(PRIO_PROCESS, 0);
+    assert_int_equal(errno, 0);
+    if (base > 19 - 5) {
+        skip();
+    }
+    static struct sink s;
+    static struct applier a;
+    start_gated(&s, &a, 8, 1 << 20);
+    applier_set_nice(&a, 5);
+    applier_push(&a, &item_new(0, 1)->base);
+    gate_wait_reached(&s);
+    pthread_mutex_lock(&a.lock);
+    bool renice_ok = a.renice_ok;
+    pthread_mutex_unlock(&a.lock);
+    if (!renice_ok) {
+        gate_open(&s);
+        applier_stop(&a);
+        skip(); /* unprivileged: never reniced (test_nice) */
+    }
+    /* Items 0-2: below half of 8, still at +5. */
+    applier_push(&a, &item_new(1, 1)->base);
+    applier_push(&a, &item_new(2, 1)->base);
+    assert_int_equal(thread_nice(a.tid), base + 5);
+    applier_push(&a, &item_new(3, 1)->base); /* 4 of 8 */
+    assert_int_equal(thread_nice(a.tid), base);
+    gate_open(&s);
+    wait_ran(&s, 4);
+    assert_int_equal(s.nice_seen, base); /* item 3 ran boosted */
+    while (applier_pending(&a) != 0) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    /* Empty: back to +5 (decided under the lock applier_pending takes). */
+    assert_int_equal(thread_nice(a.tid), base + 5);
+
+    /* A drain boosts a queue of one. */
+    pthread_mutex_lock(&s.lock);
+    s.gate_closed = true;
+    s.gate_value = 4;
+    s.at_gate = false;
+    pthread_mutex_unlock(&s.lock);
+    applier_push(&a, &item_new(4, 1)->base);
+    gate_wait_reached(&s);
+    assert_int_equal(thread_nice(a.tid), base + 5);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, drainer, &a), 0);
+    wait_thread_nice(&a, base);
+    gate_open(&s);
+    pthread_join(t, NULL);
+    assert_int_equal(s.nice_seen, base);
+    assert_int_equal(thread_nice(a.tid), base + 5);
     applier_stop(&a);
 }
 
@@ -268,6 +365,7 @@ int main(void)
         cmocka_unit_test(test_byte_bound),
         cmocka_unit_test(test_stop_runs_queued),
         cmocka_unit_test(test_nice),
+        cmocka_unit_test(test_boost),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

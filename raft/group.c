@@ -84,16 +84,17 @@
 /* A tick this late is logged (half the default election timeout). */
 #define GROUP_LATE_TICK_MS 250
 
-/* The applier's bounds: a follower whose applies fall this far behind
- * its log stops taking entries until they catch up. */
+/* The applier's bounds: when applies fall this far behind, the group
+ * thread waits in push (it blocks libraft meanwhile) until they catch up. */
 #define APPLIER_MAX_ITEMS 64
 #define APPLIER_MAX_BYTES ((size_t)32 << 20)
 /* The applier's niceness above the group thread's (applier.h). A
  * leader's applies answer clients: same priority as the group thread. A
- * follower's answer no one: they yield the CPU to every other thread of
- * the machine, and the bound above keeps them from falling far behind
- * (measured in bench/RESULTS.md: at 10 less than at 19). A process that
- * may not lower niceness again does not renice its appliers. */
+ * follower's answer no one: they use what CPU the machine has to spare,
+ * and run at the group thread's priority once half the bound above is
+ * queued or the group thread waits for them (measured in bench/RESULTS.md,
+ * third and fourth rounds). A process that may not lower niceness again
+ * does not renice its appliers. */
 #define APPLIER_LEADER_NICE 0
 #define APPLIER_FOLLOWER_NICE 19
 #define MANIFEST_FORMAT 1
@@ -976,7 +977,7 @@ static void group_tick_cb(uv_timer_t *timer)
     }
     g->last_tick = now;
     if (g->transferring &&
-        (raft_state(&g->raft) != RAFT_LEADER || uv_now(&g->loop) >= g->transfer_deadline)) {
+        (raft_state(&g->raft) != RAFT_LEADER || now >= g->transfer_deadline)) {
         /* libraft does not call back when the leader steps down meanwhile
          * (no quorum left, e.g. the last node of a group to stop). */
         log_info("group", "event=transfer_abandoned node_id=%" PRIu64, g->cfg.node_id);

@@ -57,7 +57,7 @@ static void usage(FILE *out)
                  "client_address, data_dir, peers [{id, raft_address, client_address}],\n"
                  "username_hash_key (32-128 hex digits), and the optional objects raft\n"
                  "{election_timeout_ms, heartbeat_timeout_ms, snapshot_threshold,\n"
-                 "snapshot_trailing}, limits {max_frame_bytes, max_inflight_per_connection,\n"
+                 "snapshot_trailing, log_memory_mib}, limits {max_frame_bytes, max_inflight_per_connection,\n"
                  "max_connections, idle_timeout_ms, default_deadline_ms}, rocksdb\n"
                  "{compression}, and log_level. Unknown keys are an error.\n"
                  "\n"

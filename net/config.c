@@ -388,7 +388,8 @@ static int get_section(struct config_parser *p, json_t *root, const char *key,
 int config_read_raft(struct config_parser *p, json_t *root, struct config_raft *out)
 {
     static const char *const keys[] = {"election_timeout_ms", "heartbeat_timeout_ms",
-                                       "snapshot_threshold", "snapshot_trailing", NULL};
+                                       "snapshot_threshold", "snapshot_trailing",
+                                       "log_memory_mib", NULL};
     json_t *o;
     int rv = get_section(p, root, "raft", keys, &o);
     if (rv != 0 || o == NULL) {
@@ -402,7 +403,9 @@ int config_read_raft(struct config_parser *p, json_t *root, struct config_raft *
         (rv = read_unsigned(p, o, "raft", "snapshot_threshold", 16, 1u << 30,
                             &r->snapshot_threshold)) != 0 ||
         (rv = read_unsigned(p, o, "raft", "snapshot_trailing", 16, 1u << 30,
-                            &r->snapshot_trailing)) != 0) {
+                            &r->snapshot_trailing)) != 0 ||
+        (rv = read_unsigned(p, o, "raft", "log_memory_mib", 16, 1u << 20,
+                            &r->log_memory_mib)) != 0) {
         return rv;
     }
     unsigned election =

@@ -17,7 +17,7 @@
  *   username_hash_key  32..128 hex digits (16..64 bytes), the HMAC key of
  *                      username hashes; the same on every node of the cell
  *   raft               optional {election_timeout_ms, heartbeat_timeout_ms,
- *                      snapshot_threshold, snapshot_trailing}
+ *                      snapshot_threshold, snapshot_trailing, log_memory_mib}
  *   limits             optional {max_frame_bytes, max_inflight_per_connection,
  *                      max_connections, idle_timeout_ms, default_deadline_ms}
  *   rocksdb            optional {compression (bool, default true)}
@@ -49,6 +49,7 @@ struct config_raft {
     unsigned heartbeat_timeout_ms; /* 0 = the group's default */
     unsigned snapshot_threshold;   /* 0 = the group's default */
     unsigned snapshot_trailing;    /* 0 = the group's default */
+    unsigned log_memory_mib;       /* 0 = the group's default */
 };
 
 struct config_limits {

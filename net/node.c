@@ -253,6 +253,7 @@ static int node_start_group(struct gs_node *node, const struct node_group_spec *
         .heartbeat_timeout_ms = cfg->raft.heartbeat_timeout_ms,
         .snapshot_threshold = cfg->raft.snapshot_threshold,
         .snapshot_trailing = cfg->raft.snapshot_trailing,
+        .log_memory_mib = cfg->raft.log_memory_mib,
         .unsafe_local_reads = cfg->unsafe_local_reads,
     };
     rv = group_start(&gcfg, &ng->group, errmsg, sizeof errmsg);

@@ -57,6 +57,7 @@
 #include "group.h"
 #include "applier.h"
 #include "defaults.h"
+#include "log_budget.h"
 #include "snapshot_pull.h"
 #include "tcp_nodelay.h"
 
@@ -83,6 +84,9 @@
 #define GROUP_TICK_MS 50
 /* A tick this late is logged (half the default election timeout). */
 #define GROUP_LATE_TICK_MS 250
+
+/* At most one info line per this many ms about the log budget's counts. */
+#define LOG_BUDGET_LOG_MS 10000
 
 /* The applier's bounds: when applies fall this far behind, the group
  * thread waits in push (it blocks libraft meanwhile) until they catch up. */
@@ -197,6 +201,8 @@ struct group {
     uint64_t logged_leader;
     /* Loop time of the last tick: a late tick means the loop was blocked. */
     uint64_t last_tick;
+    struct log_budget log_budget; /* loop thread */
+    uint64_t log_budget_logged;   /* loop time of its last info line */
 };
 
 /* ------------------------------------------------------------ completion */
@@ -380,6 +386,7 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
     raft_index index = raft_last_applied(&g->raft) + 1;
 
     *result = NULL;
+    log_budget_observe(&g->log_budget, buf->len);
     struct apply_item *it = malloc(sizeof *it + buf->len);
     if (it == NULL) {
         /* Skipping the entry would diverge; returning an error into
@@ -976,6 +983,21 @@ static void group_tick_cb(uv_timer_t *timer)
                  now - g->last_tick);
     }
     g->last_tick = now;
+    if (log_budget_update(&g->log_budget)) {
+        raft_set_snapshot_threshold(&g->raft, g->log_budget.threshold);
+        raft_set_snapshot_trailing(&g->raft, g->log_budget.trailing);
+        /* Entries of varying size under load move the counts every few
+         * seconds: one info line per LOG_BUDGET_LOG_MS at most. */
+        bool info = g->log_budget_logged == 0 || now - g->log_budget_logged >= LOG_BUDGET_LOG_MS;
+        log_emit(info ? LOG_INFO : LOG_DEBUG, "group",
+               "event=log_budget kind=%s avg_entry_bytes=%" PRIu64
+               " snapshot_threshold=%u snapshot_trailing=%u",
+               g->cfg.ops->kind, g->log_budget.avg_entry, g->log_budget.threshold,
+               g->log_budget.trailing);
+        if (info) {
+            g->log_budget_logged = now;
+        }
+    }
     if (g->transferring &&
         (raft_state(&g->raft) != RAFT_LEADER || now >= g->transfer_deadline)) {
         /* libraft does not call back when the leader steps down meanwhile
@@ -1157,6 +1179,8 @@ static int group_setup(struct group *g)
     raft_seed(&g->raft, seed);
     raft_set_election_timeout(&g->raft, g->cfg.election_timeout_ms);
     raft_set_heartbeat_timeout(&g->raft, g->cfg.heartbeat_timeout_ms);
+    log_budget_init(&g->log_budget, (uint64_t)g->cfg.log_memory_mib << 20,
+                    g->cfg.snapshot_threshold, g->cfg.snapshot_trailing);
     raft_set_snapshot_threshold(&g->raft, g->cfg.snapshot_threshold);
     raft_set_snapshot_trailing(&g->raft, g->cfg.snapshot_trailing);
     raft_set_pre_vote(&g->raft, true);
@@ -1294,6 +1318,7 @@ int group_start(const struct group_config *cfg, struct group **out, char *errmsg
     DEFAULT(heartbeat_timeout_ms, GROUP_DEFAULT_HEARTBEAT_TIMEOUT_MS);
     DEFAULT(snapshot_threshold, 4096);
     DEFAULT(snapshot_trailing, 8192);
+    DEFAULT(log_memory_mib, 512);
     DEFAULT(max_batch_commands, 512);
     DEFAULT(max_batch_bytes, 1024 * 1024);
     DEFAULT(max_inflight_entries, 32);

@@ -66,6 +66,10 @@ struct group_config {
     unsigned heartbeat_timeout_ms;    /* 0 = GROUP_DEFAULT_... (defaults.h) */
     unsigned snapshot_threshold;      /* 0 = 4096 entries */
     unsigned snapshot_trailing;       /* 0 = 8192 entries */
+    unsigned log_memory_mib;          /* 0 = 512: the Raft log kept in memory
+                                         is held to this by lowering the two
+                                         counts above as entries grow
+                                         (raft/log_budget.h) */
     unsigned max_batch_commands;      /* 0 = 512 per entry */
     unsigned max_batch_bytes;         /* 0 = 1 MiB per entry */
     unsigned max_inflight_entries;    /* 0 = 32 entries proposed, unapplied */

@@ -37,7 +37,8 @@ static const char *const valid_lines[] = {
     "{\"id\": 2, \"raft_address\": \"127.0.0.1:7002\", \"client_address\": \"127.0.0.1:8002\"},"
     "{\"id\": 3, \"raft_address\": \"127.0.0.1:7003\", \"client_address\": \"127.0.0.1:8003\"}]",
     "\"username_hash_key\": \"" KEY "\"",
-    "\"raft\": {\"election_timeout_ms\": 2000, \"heartbeat_timeout_ms\": 200}",
+    "\"raft\": {\"election_timeout_ms\": 2000, \"heartbeat_timeout_ms\": 200, "
+    "\"log_memory_mib\": 64}",
     "\"limits\": {\"max_inflight_per_connection\": 64, \"idle_timeout_ms\": 30000}",
     "\"rocksdb\": {\"compression\": false}",
     "\"log_level\": \"debug\"",
@@ -118,6 +119,7 @@ static void test_valid(void **state)
     assert_int_equal(cfg.raft.election_timeout_ms, 2000);
     assert_int_equal(cfg.raft.heartbeat_timeout_ms, 200);
     assert_int_equal(cfg.raft.snapshot_threshold, 0);
+    assert_int_equal(cfg.raft.log_memory_mib, 64);
     assert_int_equal(cfg.limits.max_inflight_per_connection, 64);
     assert_int_equal(cfg.limits.idle_timeout_ms, 30000);
     /* Defaults of the limits not given. */
@@ -240,6 +242,8 @@ static void test_out_of_range(void **state)
                  "username_hash_key: expected", NULL);
     expect_error(config_with("raft", "\"raft\": {\"election_timeout_ms\": 5}", NULL),
                  "raft.election_timeout_ms: must be between", NULL);
+    expect_error(config_with("raft", "\"raft\": {\"log_memory_mib\": 8}", NULL),
+                 "raft.log_memory_mib: must be between 16", NULL);
     expect_error(config_with("raft",
                              "\"raft\": {\"election_timeout_ms\": 500,"
                              "\"heartbeat_timeout_ms\": 500}",

@@ -1,5 +1,6 @@
 /* The Raft log's memory budget: counts from the average entry size. */
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -17,41 +18,48 @@ static void observe_n(struct log_budget *b, size_t len, int n)
     }
 }
 
+/* A budget of `bytes` over the counts max_threshold/max_trailing that has
+ * seen n entries of len bytes; returns what log_budget_update() says. */
+static bool budget_after(struct log_budget *b, uint64_t bytes, unsigned max_threshold,
+                         unsigned max_trailing, size_t len, int n)
+{
+    log_budget_init(b, bytes, max_threshold, max_trailing);
+    observe_n(b, len, n);
+    return log_budget_update(b);
+}
+
+static void assert_counts(const struct log_budget *b, unsigned threshold, unsigned trailing)
+{
+    assert_int_equal(b->threshold, threshold);
+    assert_int_equal(b->trailing, trailing);
+}
+
 static void test_nothing_observed(void **state)
 {
     (void)state;
     struct log_budget b;
-    log_budget_init(&b, 256 * MIB, 4096, 8192);
-    assert_int_equal(b.threshold, 4096);
-    assert_int_equal(b.trailing, 8192);
-    assert_false(log_budget_update(&b));
-    assert_int_equal(b.threshold, 4096);
-    assert_int_equal(b.trailing, 8192);
+    assert_false(budget_after(&b, 256 * MIB, 4096, 8192, 0, 0));
+    assert_int_equal(b.avg_entry, 0);
+    assert_counts(&b, 4096, 8192);
 }
 
 static void test_small_entries_keep_the_configured_counts(void **state)
 {
     (void)state;
     struct log_budget b;
-    log_budget_init(&b, 256 * MIB, 4096, 8192);
     /* 8192 entries of 8 KiB are 64 MiB: within half of the budget. */
-    observe_n(&b, 8192, 10);
+    assert_false(budget_after(&b, 256 * MIB, 4096, 8192, 8192, 10));
     assert_int_equal(b.avg_entry, 8192);
-    assert_false(log_budget_update(&b));
-    assert_int_equal(b.threshold, 4096);
-    assert_int_equal(b.trailing, 8192);
+    assert_counts(&b, 4096, 8192);
 }
 
 static void test_large_entries_lower_the_counts(void **state)
 {
     (void)state;
     struct log_budget b;
-    log_budget_init(&b, 256 * MIB, 4096, 8192);
-    observe_n(&b, 64 * 1024, 1);
-    assert_true(log_budget_update(&b));
+    assert_true(budget_after(&b, 256 * MIB, 4096, 8192, 64 * 1024, 1));
     /* 128 MiB for each half, 64 KiB entries. */
-    assert_int_equal(b.threshold, 2048);
-    assert_int_equal(b.trailing, 2048);
+    assert_counts(&b, 2048, 2048);
     assert_false(log_budget_update(&b));
 }
 
@@ -60,27 +68,19 @@ static void test_bounds(void **state)
     (void)state;
     struct log_budget b;
     /* 1 MiB entries in a 16 MiB budget: 8 would fit; never below the minimum. */
-    log_budget_init(&b, 16 * MIB, 4096, 8192);
-    observe_n(&b, MIB, 1);
-    assert_true(log_budget_update(&b));
-    assert_int_equal(b.threshold, LOG_BUDGET_MIN_ENTRIES);
-    assert_int_equal(b.trailing, LOG_BUDGET_MIN_ENTRIES);
+    assert_true(budget_after(&b, 16 * MIB, 4096, 8192, MIB, 1));
+    assert_counts(&b, LOG_BUDGET_MIN_ENTRIES, LOG_BUDGET_MIN_ENTRIES);
 
     /* Configured counts below the minimum are kept as they are. */
-    log_budget_init(&b, 16 * MIB, 32, 16);
-    observe_n(&b, MIB, 1);
-    assert_false(log_budget_update(&b));
-    assert_int_equal(b.threshold, 32);
-    assert_int_equal(b.trailing, 16);
+    assert_false(budget_after(&b, 16 * MIB, 32, 16, MIB, 1));
+    assert_counts(&b, 32, 16);
 }
 
 static void test_average_and_hysteresis(void **state)
 {
     (void)state;
     struct log_budget b;
-    log_budget_init(&b, 256 * MIB, 4096, 8192);
-    observe_n(&b, 64 * 1024, 1);
-    assert_true(log_budget_update(&b));
+    assert_true(budget_after(&b, 256 * MIB, 4096, 8192, 64 * 1024, 1));
     assert_int_equal(b.threshold, 2048);
 
     /* A larger entry moves the average by 1/LOG_BUDGET_GROW_WEIGHT of the
@@ -113,8 +113,7 @@ static void test_average_and_hysteresis(void **state)
     /* Small entries for long: back to exactly the configured counts. */
     observe_n(&b, 1024, 5000);
     assert_true(log_budget_update(&b));
-    assert_int_equal(b.threshold, 4096);
-    assert_int_equal(b.trailing, 8192);
+    assert_counts(&b, 4096, 8192);
 }
 
 int main(void)

@@ -1181,8 +1181,8 @@ static int group_setup(struct group *g)
     raft_set_heartbeat_timeout(&g->raft, g->cfg.heartbeat_timeout_ms);
     log_budget_init(&g->log_budget, (uint64_t)g->cfg.log_memory_mib << 20,
                     g->cfg.snapshot_threshold, g->cfg.snapshot_trailing);
-    raft_set_snapshot_threshold(&g->raft, g->cfg.snapshot_threshold);
-    raft_set_snapshot_trailing(&g->raft, g->cfg.snapshot_trailing);
+    raft_set_snapshot_threshold(&g->raft, g->log_budget.threshold);
+    raft_set_snapshot_trailing(&g->raft, g->log_budget.trailing);
     raft_set_pre_vote(&g->raft, true);
     raft_set_install_snapshot_timeout(&g->raft, GROUP_INSTALL_SNAPSHOT_TIMEOUT_MS);
 

@@ -4,6 +4,7 @@
  * a real cell FSM (RocksDB) in a temporary directory.
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <setjmp.h>
@@ -46,6 +47,7 @@ struct fixture {
     struct mailbox replies;
     size_t completed;
     unsigned max_batch_commands; /* 0 = the group's default */
+    unsigned log_memory_mib;     /* 0 = the group's default */
 };
 
 static const uint8_t hash_key[32] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
@@ -97,7 +99,8 @@ static void node_start(struct fixture *f, int i)
                              .sm = n->fsm,
                              .election_timeout_ms = 300,
                              .heartbeat_timeout_ms = 50,
-                             .max_batch_commands = f->max_batch_commands};
+                             .max_batch_commands = f->max_batch_commands,
+                             .log_memory_mib = f->log_memory_mib};
     int rv = group_start(&c, &n->group, errmsg, sizeof errmsg);
     if (rv != 0) {
         fail_msg("group_start: %s", errmsg);
@@ -118,10 +121,11 @@ static void node_stop(struct fixture *f, int i)
     uv_run(&f->loop, UV_RUN_NOWAIT);
 }
 
-static int setup_common(void **state, unsigned max_batch_commands)
+static int setup_common(void **state, unsigned max_batch_commands, unsigned log_memory_mib)
 {
     struct fixture *f = calloc(1, sizeof *f);
     f->max_batch_commands = max_batch_commands;
+    f->log_memory_mib = log_memory_mib;
     snprintf(f->root, sizeof f->root, "/tmp/gs-test-group-XXXXXX");
     assert_non_null(mkdtemp(f->root));
     for (int i = 0; i < N; i++) {
@@ -148,7 +152,7 @@ static int setup_common(void **state, unsigned max_batch_commands)
 
 static int setup(void **state)
 {
-    return setup_common(state, 0);
+    return setup_common(state, 0, 0);
 }
 
 static int teardown(void **state)
@@ -381,7 +385,7 @@ static void test_many_entries_in_flight(void **state)
 
 static int setup_small_batches(void **state)
 {
-    return setup_common(state, 8);
+    return setup_common(state, 8, 0);
 }
 
 static void test_group_commit_batches(void **state)
@@ -395,6 +399,61 @@ static void test_group_commit_batches(void **state)
     /* Submitted in one burst: packed into far fewer entries than commands. */
     assert_true(entries < 400 / 4);
     assert_converged(f, 10);
+}
+
+/* Snapshots in node i's raft directory. */
+static int count_snapshots(struct fixture *f, int i)
+{
+    DIR *d = opendir(f->nodes[i].raft_dir);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        n += strncmp(e->d_name, "snapshot-", 9) == 0 && strstr(e->d_name, ".meta") == NULL;
+    }
+    closedir(d);
+    return n;
+}
+
+static int setup_small_log_budget(void **state)
+{
+    return setup_common(state, 0, 1);
+}
+
+/* A 1 MiB log budget and entries of about 4 KiB: the group lowers
+ * snapshot_threshold from 4096 to about 120 entries, so 300 such entries
+ * are snapshotted on every replica (at 4096 none would be). */
+static void test_log_budget_snapshots(void **state)
+{
+    struct fixture *f = *state;
+    int leader = wait_leader(f, 10);
+    assert_true(leader >= 0);
+    uint64_t id = create_user(f, leader, "budget", 1);
+    char bio[4001];
+    memset(bio, 'b', sizeof bio - 1);
+    bio[sizeof bio - 1] = '\0';
+    Geoscale__ProfileField field = GEOSCALE__PROFILE_FIELD__PROFILE_FIELD_BIO;
+    Geoscale__UpdateUserRequest u = GEOSCALE__UPDATE_USER_REQUEST__INIT;
+    u.user_id = id;
+    u.n_fields = 1;
+    u.fields = &field;
+    u.bio = bio;
+    uint8_t *body = malloc(geoscale__update_user_request__get_packed_size(&u));
+    size_t len = geoscale__update_user_request__pack(&u, body);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(count_snapshots(f, i), 0);
+    }
+    for (uint64_t k = 0; k < 300; k++) {
+        struct group_request r = make_req(GEOSCALE__METHOD__METHOD_UPDATE_USER, body, len, 2 + k);
+        run_requests(f, leader, &r, 1); /* one entry each */
+        assert_int_equal(r.result.status, 0);
+        free(r.result.body);
+    }
+    free(body);
+    assert_converged(f, 10);
+    for (int i = 0; i < N; i++) {
+        assert_true(count_snapshots(f, i) >= 1);
+    }
 }
 
 static void test_leader_loss_and_restart(void **state)
@@ -425,6 +484,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_many_entries_in_flight, setup_small_batches,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_leader_loss_and_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_budget_snapshots, setup_small_log_budget,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -35,9 +35,11 @@
  *
  * Reads. Linearizable reads wait for a raft_barrier: one barrier serves all
  * the reads that arrived before it was proposed; reads arriving later wait
- * for the next one. A barrier is an entry of the leader's term committed by
- * a quorum, so its completion also proves leadership. Its reads then go to
- * the applier, behind every entry committed before the barrier.
+ * for the next one, proposed at once while fewer than
+ * GROUP_BARRIERS_INFLIGHT are in flight. A barrier is an entry of the
+ * leader's term committed by a quorum, so its completion also proves
+ * leadership. Its reads then go to the applier, behind every entry
+ * committed before the barrier.
  *
  * Outcomes. A write whose raft_apply was refused was never proposed
  * (NOT_LEADER / UNAVAILABLE, safe to retry). A write whose callback failed
@@ -103,6 +105,19 @@
 #define APPLIER_FOLLOWER_NICE 19
 #define MANIFEST_FORMAT 1
 
+/* Barriers in flight at once. With one, a read arriving just after a
+ * barrier was proposed waits for it, then for the next: two barrier times
+ * (bench/RESULTS.md, sixth round). */
+#define GROUP_BARRIERS_INFLIGHT 4
+
+/* A raft_barrier and the reads that wait for it. */
+struct group_barrier {
+    struct raft_barrier req; /* req.data = the group_barrier */
+    struct group *g;
+    struct group_request *reads; /* linked by next_in_batch */
+    bool inflight;
+};
+
 /* One raft_apply of a batch of writes. */
 struct proposal {
     struct raft_apply apply; /* apply.data = the proposal */
@@ -167,11 +182,11 @@ struct group {
     uint64_t nonce;
     uint64_t next_proposal_seq;
 
-    /* Reads waiting for the next barrier, and those behind the current one. */
+    /* Reads waiting for a barrier, and the barriers in flight with the
+     * reads behind each. */
     struct group_request *reads_waiting_head, *reads_waiting_tail;
-    struct group_request *reads_barrier;
-    struct raft_barrier barrier;
-    bool barrier_inflight;
+    struct group_barrier barriers[GROUP_BARRIERS_INFLIGHT];
+    unsigned n_barriers;
 
     bool stopping;
     /* A stopping leader hands leadership to a follower first, so that the
@@ -760,10 +775,13 @@ static void group_maybe_barrier(struct group *g);
 
 static void barrier_cb(struct raft_barrier *barrier, int status)
 {
-    struct group *g = barrier->data;
-    struct group_request *list = g->reads_barrier;
-    g->reads_barrier = NULL;
-    g->barrier_inflight = false;
+    struct group_barrier *b = barrier->data;
+    struct group *g = b->g;
+    struct group_request *list = b->reads;
+    b->reads = NULL;
+    b->inflight = false;
+    assert(g->n_barriers > 0);
+    g->n_barriers--;
     if (status == 0) {
         /* Every entry committed before the barrier is with the applier. */
         group_push_reads(g, list, g->cfg.node_id);
@@ -777,7 +795,7 @@ static void barrier_cb(struct raft_barrier *barrier, int status)
 
 static void group_maybe_barrier(struct group *g)
 {
-    if (g->barrier_inflight || g->reads_waiting_head == NULL) {
+    if (g->n_barriers >= GROUP_BARRIERS_INFLIGHT || g->reads_waiting_head == NULL) {
         return;
     }
     struct group_request *list = g->reads_waiting_head;
@@ -786,8 +804,16 @@ static void group_maybe_barrier(struct group *g)
         req_list_complete(g, list, req_not_leader_status(g));
         return;
     }
-    g->barrier.data = g;
-    int rv = raft_barrier(&g->raft, &g->barrier, barrier_cb);
+    struct group_barrier *b = NULL;
+    for (unsigned i = 0; i < GROUP_BARRIERS_INFLIGHT && b == NULL; i++) {
+        if (!g->barriers[i].inflight) {
+            b = &g->barriers[i];
+        }
+    }
+    assert(b != NULL);
+    b->g = g;
+    b->req.data = b;
+    int rv = raft_barrier(&g->raft, &b->req, barrier_cb);
     if (rv != 0) {
         req_list_complete(g, list, rv == RAFT_NOTLEADER ? req_not_leader_status(g)
                                                          : GS_EUNAVAILABLE);
@@ -796,8 +822,9 @@ static void group_maybe_barrier(struct group *g)
     for (struct group_request *r = list; r != NULL; r = r->next_in_batch) {
         r->state = GROUP_REQ_PROPOSED;
     }
-    g->reads_barrier = list;
-    g->barrier_inflight = true;
+    b->reads = list;
+    b->inflight = true;
+    g->n_barriers++;
 }
 
 /* ------------------------------------------------------------ local methods */

@@ -201,6 +201,7 @@ static int rsm_check_db(struct rsm *r, bool create, char *errmsg, size_t errmsg_
  * cache is shared by reference, so neither outlives this call here.
  */
 #define RSM_BLOCK_CACHE_BYTES ((size_t)64 << 20)
+#define RSM_WAL_SYNC_BYTES ((uint64_t)1 << 20)
 
 static void rsm_tune(rocksdb_options_t *o)
 {
@@ -214,6 +215,11 @@ static void rsm_tune(rocksdb_options_t *o)
     rocksdb_options_set_memtable_prefix_bloom_size_ratio(o, 0.05);
     rocksdb_options_set_memtable_whole_key_filtering(o, 1);
     rocksdb_cache_destroy(cache);
+    /* The WAL is written unsynced and synced at each snapshot, on the
+     * group's loop thread. Starting its writeback every RSM_WAL_SYNC_BYTES
+     * (sync_file_range, which does not wait) leaves that sync only the
+     * tail to wait for. */
+    rocksdb_options_set_wal_bytes_per_sync(o, RSM_WAL_SYNC_BYTES);
 }
 
 int rsm_open(struct rsm *r, const struct rsm_options *opts, char *errmsg, size_t errmsg_len)

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../engine/log.h"
@@ -116,10 +117,22 @@ void applier_push(struct applier *a, struct applier_item *item)
     item->next = NULL;
     pthread_mutex_lock(&a->lock);
     /* An item larger than max_bytes still goes in, alone. */
+    struct timespec t0 = {0, 0};
+    bool waited = false;
     while (a->n_items > 0 &&
            (a->n_items >= a->max_items || a->n_bytes + item->bytes > a->max_bytes)) {
+        if (!waited) {
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            waited = true;
+        }
         applier_boost(a);
         pthread_cond_wait(&a->room, &a->lock);
+    }
+    if (waited) {
+        struct timespec t1;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        a->push_wait_ns += (uint64_t)((int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 +
+                                      (t1.tv_nsec - t0.tv_nsec));
     }
     if (a->tail != NULL) {
         a->tail->next = item;
@@ -151,6 +164,23 @@ void applier_drain(struct applier *a)
     pthread_mutex_unlock(&a->lock);
 }
 
+bool applier_drain_within(struct applier *a, size_t max_bytes)
+{
+    if (!a->started) {
+        return true;
+    }
+    pthread_mutex_lock(&a->lock);
+    if (a->n_items > 0) {
+        applier_boost(a);
+    }
+    bool drain = a->n_bytes <= max_bytes;
+    while (drain && a->n_items > 0) {
+        pthread_cond_wait(&a->room, &a->lock);
+    }
+    pthread_mutex_unlock(&a->lock);
+    return drain;
+}
+
 void applier_set_nice(struct applier *a, int nice)
 {
     if (!a->started) {
@@ -162,6 +192,14 @@ void applier_set_nice(struct applier *a, int nice)
         applier_renice(a);
     }
     pthread_mutex_unlock(&a->lock);
+}
+
+uint64_t applier_push_wait_ns(struct applier *a)
+{
+    pthread_mutex_lock(&a->lock);
+    uint64_t ns = a->push_wait_ns;
+    pthread_mutex_unlock(&a->lock);
+    return ns;
 }
 
 size_t applier_pending(struct applier *a)

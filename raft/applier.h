@@ -67,6 +67,7 @@ struct applier {
     pid_t tid;            /* 0 until the thread runs */
     bool renice_ok;       /* it may go back down to base_nice (applier.c) */
     bool boosted;         /* at base_nice until the queue is empty */
+    uint64_t push_wait_ns; /* guarded by lock: time pushes waited for room */
     applier_run_fn run;
     void *arg;
 };
@@ -86,6 +87,14 @@ void applier_push(struct applier *a, struct applier_item *item);
 
 /* Wait until every item pushed so far has run. */
 void applier_drain(struct applier *a);
+
+/* applier_drain() if at most max_bytes are queued or running, and true.
+ * Otherwise false at once, the applier boosted (its base priority until
+ * its queue is empty), so that a later call finds less to wait for. */
+bool applier_drain_within(struct applier *a, size_t max_bytes);
+
+/* Total time applier_push() has waited for room, in nanoseconds. */
+uint64_t applier_push_wait_ns(struct applier *a);
 
 /* Items queued or running (0: the state machine is the pusher's). */
 size_t applier_pending(struct applier *a);

@@ -200,6 +200,7 @@ struct group {
      * CKPT_RETRY_MIN_MS to CKPT_RETRY_MAX_MS (loop time). */
     uint64_t ckpt_retry_at;
     uint64_t ckpt_backoff_ms;
+    uint64_t snapshot_deferred_at; /* loop time of the first deferral; 0: none */
 
     /* Start handshake with group_start(). */
     pthread_mutex_t start_lock;
@@ -216,6 +217,7 @@ struct group {
     uint64_t logged_leader;
     /* Loop time of the last tick: a late tick means the loop was blocked. */
     uint64_t last_tick;
+    uint64_t last_tick_push_wait_ns; /* applier_push_wait_ns() at last_tick */
     struct log_budget log_budget; /* loop thread */
     uint64_t log_budget_logged;   /* loop time of its last info line */
 };
@@ -447,6 +449,14 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
 #define CKPT_RETRY_MIN_MS 1000
 #define CKPT_RETRY_MAX_MS 60000
 
+/* A snapshot waits on the loop thread for the applier to catch up with
+ * libraft. With more than SNAPSHOT_DRAIN_BYTES queued (tens of ms of
+ * applies) it is deferred instead, the applier boosted, and libraft tries
+ * again at its next step; after SNAPSHOT_DEFER_MAX_MS of deferrals the
+ * snapshot waits whatever is queued, so the log cannot grow without end. */
+#define SNAPSHOT_DRAIN_BYTES ((size_t)1 << 20)
+#define SNAPSHOT_DEFER_MAX_MS 2000
+
 /* A snapshot attempt failed at loop time now: the next waits longer. */
 static uint64_t snapshot_backoff(struct group *g, uint64_t now)
 {
@@ -469,7 +479,17 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
      * machine holds every entry up to it. The loop thread waits for all of
      * this, so each step's time is logged. */
     uint64_t t0 = uv_hrtime();
-    applier_drain(&g->applier);
+    if (!applier_drain_within(&g->applier, SNAPSHOT_DRAIN_BYTES)) {
+        if (g->snapshot_deferred_at == 0) {
+            g->snapshot_deferred_at = now > 0 ? now : 1;
+        }
+        if (now - g->snapshot_deferred_at < SNAPSHOT_DEFER_MAX_MS) {
+            return RAFT_BUSY;
+        }
+        applier_drain(&g->applier);
+    }
+    uint64_t deferred_ms = g->snapshot_deferred_at == 0 ? 0 : now - g->snapshot_deferred_at;
+    g->snapshot_deferred_at = 0;
     uint64_t t1 = uv_hrtime();
     int rv = g->cfg.ops->sync(g->cfg.sm);
     uint64_t t2 = uv_hrtime();
@@ -511,9 +531,9 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
     (*bufs)[0].len = geoscale__snapshot_manifest__pack(&m, (*bufs)[0].base);
     *n_bufs = 1;
     log_info("group",
-             "event=snapshot kind=%s applied_index=%" PRIu64 " drain_ms=%" PRIu64
-             " sync_ms=%" PRIu64 " checkpoint_ms=%" PRIu64,
-             g->cfg.ops->kind, (uint64_t)m.applied_index, (t1 - t0) / 1000000,
+             "event=snapshot kind=%s applied_index=%" PRIu64 " deferred_ms=%" PRIu64
+             " drain_ms=%" PRIu64 " sync_ms=%" PRIu64 " checkpoint_ms=%" PRIu64,
+             g->cfg.ops->kind, (uint64_t)m.applied_index, deferred_ms, (t1 - t0) / 1000000,
              (t2 - t1) / 1000000, (t3 - t2) / 1000000);
     return 0;
 }
@@ -1003,13 +1023,18 @@ static void group_tick_cb(uv_timer_t *timer)
 {
     struct group *g = timer->data;
     uint64_t now = uv_now(&g->loop);
+    uint64_t push_wait_ns = applier_push_wait_ns(&g->applier);
     if (g->last_tick != 0 && now - g->last_tick >= GROUP_LATE_TICK_MS) {
         /* Nothing on this thread may block for long: libraft's timers run
-         * here, and a leader that misses its heartbeats is replaced. */
-        log_warn("group", "event=loop_blocked kind=%s ms=%" PRIu64, g->cfg.ops->kind,
-                 now - g->last_tick);
+         * here, and a leader that misses its heartbeats is replaced. Part
+         * of it may be pushes waiting for a full applier queue; the
+         * snapshots' waits are logged with each snapshot. */
+        log_warn("group", "event=loop_blocked kind=%s ms=%" PRIu64 " push_wait_ms=%" PRIu64,
+                 g->cfg.ops->kind, now - g->last_tick,
+                 (push_wait_ns - g->last_tick_push_wait_ns) / 1000000);
     }
     g->last_tick = now;
+    g->last_tick_push_wait_ns = push_wait_ns;
     if (log_budget_update(&g->log_budget)) {
         raft_set_snapshot_threshold(&g->raft, g->log_budget.threshold);
         raft_set_snapshot_trailing(&g->raft, g->log_budget.trailing);

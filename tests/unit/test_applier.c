@@ -1,5 +1,6 @@
-/* Applier: order, the bound on queued items and bytes, drain, stop, nice
- * and its boost. */
+/* Applier: order, the bound on queued items and bytes and the time pushes
+ * waited for room, drain (and drain within a byte bound), stop, nice and
+ * its boost. */
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -176,11 +177,14 @@ static void test_push_blocks_when_full(void **state)
     }
     gate_wait_reached(&s);
     assert_int_equal(applier_pending(&a), 4);
+    assert_int_equal(applier_push_wait_ns(&a), 0); /* no push waited yet */
 
     size_t pending, ran;
     assert_false(push_returned_while_gated(&s, &a, item_new(4, 10), &pending, &ran));
     assert_int_equal(pending, 4);
     assert_int_equal(ran, 0);
+    /* The push that did not return while the gate was closed waited. */
+    assert_true(applier_push_wait_ns(&a) > 0);
     applier_drain(&a);
     assert_int_equal(atomic_load(&s.n), 5);
     for (int i = 0; i < 5; i++) {
@@ -208,6 +212,30 @@ static void test_byte_bound(void **state)
     applier_push(&a, &item_new(2, 5000)->base); /* alone: in at once */
     applier_drain(&a);
     assert_int_equal(atomic_load(&s.n), 3);
+    applier_stop(&a);
+}
+
+/* A drain within a byte bound waits only for a queue that small, and
+ * otherwise returns at once, leaving the queue as it was. */
+static void test_drain_within(void **state)
+{
+    (void)state;
+    static struct sink s;
+    static struct applier a;
+    start_gated(&s, &a, 100, 1 << 20);
+    applier_push(&a, &item_new(0, 300)->base);
+    gate_wait_reached(&s);
+    applier_push(&a, &item_new(1, 300)->base);
+    /* 600 bytes queued or running, the first held at the gate. */
+    assert_false(applier_drain_within(&a, 599));
+    assert_int_equal(applier_pending(&a), 2);
+    assert_int_equal(atomic_load(&s.n), 0);
+    gate_open(&s);
+    assert_true(applier_drain_within(&a, 600));
+    assert_int_equal(applier_pending(&a), 0);
+    assert_int_equal(atomic_load(&s.n), 2);
+    assert_int_equal(s.ran[1], 1);
+    assert_true(applier_drain_within(&a, 0)); /* empty */
     applier_stop(&a);
 }
 
@@ -363,6 +391,7 @@ int main(void)
         cmocka_unit_test(test_order_and_drain),
         cmocka_unit_test(test_push_blocks_when_full),
         cmocka_unit_test(test_byte_bound),
+        cmocka_unit_test(test_drain_within),
         cmocka_unit_test(test_stop_runs_queued),
         cmocka_unit_test(test_nice),
         cmocka_unit_test(test_boost),

@@ -200,7 +200,8 @@ struct group {
      * CKPT_RETRY_MIN_MS to CKPT_RETRY_MAX_MS (loop time). */
     uint64_t ckpt_retry_at;
     uint64_t ckpt_backoff_ms;
-    uint64_t snapshot_deferred_at; /* loop time of the first deferral; 0: none */
+    uint64_t snapshot_deferred_at;   /* loop time of the first deferral; 0: none */
+    uint64_t snapshot_deferred_last; /* loop time of the latest deferral */
 
     /* Start handshake with group_start(). */
     pthread_mutex_t start_lock;
@@ -479,10 +480,14 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
      * machine holds every entry up to it. The loop thread waits for all of
      * this, so each step's time is logged. */
     uint64_t t0 = uv_hrtime();
+    if (g->snapshot_deferred_at != 0 && now - g->snapshot_deferred_last > SNAPSHOT_DEFER_MAX_MS) {
+        g->snapshot_deferred_at = 0; /* libraft stopped asking: a new attempt */
+    }
     if (!applier_drain_within(&g->applier, SNAPSHOT_DRAIN_BYTES)) {
         if (g->snapshot_deferred_at == 0) {
             g->snapshot_deferred_at = now > 0 ? now : 1;
         }
+        g->snapshot_deferred_last = now;
         if (now - g->snapshot_deferred_at < SNAPSHOT_DEFER_MAX_MS) {
             return RAFT_BUSY;
         }

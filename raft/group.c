@@ -110,6 +110,9 @@
  * (bench/RESULTS.md, sixth round). */
 #define GROUP_BARRIERS_INFLIGHT 4
 
+/* raft_uv's segment size (its default is 8 MiB; see group_setup). */
+#define GROUP_SEGMENT_BYTES ((size_t)15 << 20)
+
 /* A raft_barrier and the reads that wait for it. */
 struct group_barrier {
     struct raft_barrier req; /* req.data = the group_barrier */
@@ -1193,6 +1196,18 @@ static int group_setup(struct group *g)
      * and the log loads; the entries lost were never acknowledged by this
      * node (appends complete only once durable). */
     raft_uv_set_auto_recovery(&g->io, true);
+    /* Closing a segment written with kernel AIO destroys its AIO context
+     * on this thread, which waits 40-70 ms for the kernel (measured in
+     * bench/RESULTS.md, sixth round): larger segments close less often.
+     * But raft_uv reports its free segment space (two prepared segments
+     * plus what the open ones have left) to libraft in KiB in 16 bits, and
+     * libraft refuses writes when that reads under 4 MiB: the space must
+     * stay under 64 MiB, or it wraps. An open segment is followed by
+     * another only once the next append does not fit in it, so all but
+     * the last open segment are full up to less than one append (at most
+     * max_batch_bytes, 1 MiB, on a leader): with 15 MiB segments the space
+     * is at most 2 x 15 MiB + 15 MiB plus those remainders. */
+    raft_uv_set_segment_size(&g->io, GROUP_SEGMENT_BYTES);
 
     g->fsm.version = 1;
     g->fsm.data = g;

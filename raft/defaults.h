@@ -21,4 +21,8 @@
  * installed it already skips it. */
 #define GROUP_INSTALL_SNAPSHOT_TIMEOUT_MS 5000
 
+/* raft_uv's log segment size (its default is 8 MiB): why 15 MiB, and why
+ * not more, is in group_setup (group.c). */
+#define GROUP_SEGMENT_BYTES ((size_t)15 << 20)
+
 #endif /* GS_RAFT_DEFAULTS_H */

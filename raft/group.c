@@ -110,9 +110,6 @@
  * (bench/RESULTS.md, sixth round). */
 #define GROUP_BARRIERS_INFLIGHT 4
 
-/* raft_uv's segment size (its default is 8 MiB; see group_setup). */
-#define GROUP_SEGMENT_BYTES ((size_t)15 << 20)
-
 /* A raft_barrier and the reads that wait for it. */
 struct group_barrier {
     struct raft_barrier req; /* req.data = the group_barrier */

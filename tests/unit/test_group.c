@@ -26,6 +26,7 @@
 #include "engine/mono.h"
 #include "geoscale.pb-c.h"
 #include "geoscale/errors.h"
+#include "raft/defaults.h"
 #include "raft/group.h"
 
 #define N 3
@@ -415,6 +416,43 @@ static int count_snapshots(struct fixture *f, int i)
     return n;
 }
 
+/* The open (preallocated) log segments in node i's raft directory, each
+ * checked to be GROUP_SEGMENT_BYTES long. */
+static int count_open_segments(struct fixture *f, int i)
+{
+    DIR *d = opendir(f->nodes[i].raft_dir);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, "open-", 5) != 0) {
+            continue;
+        }
+        char path[600];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", f->nodes[i].raft_dir, e->d_name);
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal((size_t)st.st_size, GROUP_SEGMENT_BYTES);
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* The groups set raft_uv's segment size: every node's open segments have
+ * it, not raft_uv's default of 8 MiB. */
+static void test_segment_size(void **state)
+{
+    struct fixture *f = *state;
+    int leader = wait_leader(f, 10);
+    assert_true(leader >= 0);
+    create_user(f, leader, "segments", 1);
+    assert_converged(f, 10);
+    for (int i = 0; i < N; i++) {
+        assert_true(count_open_segments(f, i) >= 1);
+    }
+}
+
 static int setup_small_log_budget(void **state)
 {
     return setup_common(state, 0, 1);
@@ -484,6 +522,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_many_entries_in_flight, setup_small_batches,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_leader_loss_and_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_segment_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_budget_snapshots, setup_small_log_budget,
                                         teardown),
     };

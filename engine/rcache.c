@@ -59,22 +59,25 @@ static size_t rcache_probe(const struct rcache *c, uint64_t h, const uint8_t *ke
     }
 }
 
-bool rcache_get(struct rcache *c, const uint8_t *key, size_t klen, const uint8_t **val,
-                size_t *vlen)
+enum rcache_found rcache_get(struct rcache *c, const uint8_t *key, size_t klen,
+                             const uint8_t **val, size_t *vlen)
 {
     if (c->n_rows == 0 || klen == 0 || klen > KEY_MAX || !prefix_cached(c, key)) {
         c->misses++;
-        return false;
+        return RCACHE_MISS;
     }
     const struct rcache_slot *sl = &c->slots[rcache_probe(c, key_hash64(key, klen), key, klen)];
     if (sl->klen == 0) {
         c->misses++;
-        return false;
+        return RCACHE_MISS;
     }
     c->hits++;
+    if (sl->absent) {
+        return RCACHE_ABSENT;
+    }
     *val = c->arena + sl->voff;
     *vlen = sl->vlen;
-    return true;
+    return RCACHE_ROW;
 }
 
 /* Remove the row in slot s and shift the rest of its run back, so that
@@ -121,7 +124,9 @@ static bool rcache_store(struct rcache *c, struct rcache_slot *sl, bool fresh, c
     return true;
 }
 
-void rcache_put(struct rcache *c, const uint8_t *key, size_t klen, const void *val, size_t vlen)
+/* rcache_put() and rcache_put_absent(): val NULL caches an absence. */
+static void rcache_insert(struct rcache *c, const uint8_t *key, size_t klen, const void *val,
+                          size_t vlen)
 {
     if (klen == 0 || klen > KEY_MAX) {
         return;
@@ -158,6 +163,7 @@ void rcache_put(struct rcache *c, const uint8_t *key, size_t klen, const void *v
         assert(ok); /* vlen <= RCACHE_MAX_VALUE < RCACHE_ARENA_BYTES */
         (void)ok;
     }
+    sl->absent = val == NULL;
     if (fresh) {
         c->prefixes[key[0] >> 6] |= UINT64_C(1) << (key[0] & 63);
         sl->hash = h;
@@ -165,6 +171,17 @@ void rcache_put(struct rcache *c, const uint8_t *key, size_t klen, const void *v
         memcpy(sl->key, key, klen);
         c->n_rows++;
     }
+}
+
+void rcache_put(struct rcache *c, const uint8_t *key, size_t klen, const void *val, size_t vlen)
+{
+    static const uint8_t empty[1];
+    rcache_insert(c, key, klen, val != NULL ? val : empty, vlen);
+}
+
+void rcache_put_absent(struct rcache *c, const uint8_t *key, size_t klen)
+{
+    rcache_insert(c, key, klen, NULL, 0);
 }
 
 void rcache_update(struct rcache *c, const uint8_t *key, size_t klen, const void *val,

@@ -7,8 +7,15 @@
  * every replica, and each read searches the memtable's skiplist and the
  * tables' filters. The cache answers them from a hash table instead.
  *
- * Invariant: every row in the cache equals the DB's committed row. The rsm
- * keeps it so: a row read from the DB is added (rcache_put); a committed
+ * It also remembers keys the DB does not hold: an update reads the counters
+ * of its user, and most users of a social platform have never followed
+ * anyone, so without it each of those reads searches the memtable and every
+ * table's filter and finds nothing, command after command.
+ *
+ * Invariant: every row in the cache equals the DB's committed row, and
+ * every key cached as absent is absent from the DB's committed state. The
+ * rsm keeps it so: a row read from the DB is added (rcache_put), a key not
+ * found is added as absent (rcache_put_absent); a committed
  * entry updates or drops the rows it wrote that are cached
  * (rcache_update), and adds none of them (an entry writes idempotency and
  * outbox rows that are never read again, which would only push hot rows
@@ -46,6 +53,7 @@ struct rcache_slot {
     uint64_t hash;
     uint32_t voff, vlen, vcap; /* the value's place in the arena */
     uint8_t klen;              /* 0: empty slot (keys are never empty here) */
+    bool absent;               /* the DB has no row at key (no value) */
     uint8_t key[KEY_MAX];
 };
 
@@ -62,18 +70,29 @@ void rcache_init(struct rcache *c);
 void rcache_free(struct rcache *c);
 void rcache_clear(struct rcache *c);
 
-/* true and *val (valid until the next put, update or clear) and *vlen if
- * the key is cached. Counts a hit or a miss. */
-bool rcache_get(struct rcache *c, const uint8_t *key, size_t klen, const uint8_t **val,
-                size_t *vlen);
+enum rcache_found {
+    RCACHE_MISS = 0, /* not cached: read the DB */
+    RCACHE_ROW,      /* *val and *vlen are the committed row */
+    RCACHE_ABSENT,   /* the DB holds no row at this key */
+};
+
+/* Look key up. For RCACHE_ROW, *val (valid until the next put, update or
+ * clear) and *vlen. Counts a hit (a row or an absence) or a miss. */
+enum rcache_found rcache_get(struct rcache *c, const uint8_t *key, size_t klen,
+                             const uint8_t **val, size_t *vlen);
 
 /* Cache key = val (a copy), replacing a cached value. Keys of length 0 or
  * over KEY_MAX and values over RCACHE_MAX_VALUE are not cached. Never
  * fails: without memory the cache is emptied and stays so. */
 void rcache_put(struct rcache *c, const uint8_t *key, size_t klen, const void *val, size_t vlen);
 
-/* A committed write: if key is cached, its value becomes val, or (val
- * NULL: a delete) it is dropped. A key not cached stays so. */
+/* Cache key as absent from the DB (a read found no row), replacing a cached
+ * row. Bounded and failing like rcache_put(). */
+void rcache_put_absent(struct rcache *c, const uint8_t *key, size_t klen);
+
+/* A committed write: if key is cached (as a row or as absent), its value
+ * becomes val, or (val NULL: a delete) it is dropped. A key not cached
+ * stays so. */
 void rcache_update(struct rcache *c, const uint8_t *key, size_t klen, const void *val,
                    size_t vlen);
 

@@ -525,14 +525,24 @@ static int rsm_read(struct rsm *r, const struct key *k, bool cached, struct valu
             break;
         }
     }
-    if (cached && rcache_get(&r->cache, k->b, k->len, &v->p, &v->len)) {
-        return 0;
+    if (cached) {
+        switch (rcache_get(&r->cache, k->b, k->len, &v->p, &v->len)) {
+        case RCACHE_ROW:
+            return 0;
+        case RCACHE_ABSENT:
+            return GS_ENOTFOUND;
+        case RCACHE_MISS:
+            break;
+        }
     }
     v->owned = rocksdb_get(r->db, r->readopts, (const char *)k->b, k->len, &v->len, &err);
     if (err != NULL) {
         return rocks_error(r, err);
     }
     if (v->owned == NULL) {
+        if (cached) {
+            rcache_put_absent(&r->cache, k->b, k->len);
+        }
         return GS_ENOTFOUND;
     }
     v->p = (const uint8_t *)v->owned;

@@ -27,16 +27,21 @@ static void put_id(struct rcache *c, uint64_t id, uint64_t v)
     rcache_put(c, k.b, k.len, b, sizeof b);
 }
 
-/* 1 and *v if cached, else 0. */
+/* 1 and *v if cached as a row, else 0 (-1: cached as absent). */
 static int get_id(struct rcache *c, uint64_t id, uint64_t *v)
 {
     struct key k;
     const uint8_t *p = NULL;
     size_t n = 0;
     key_of(&k, id);
-    if (!rcache_get(c, k.b, k.len, &p, &n)) {
+    enum rcache_found f = rcache_get(c, k.b, k.len, &p, &n);
+    if (f == RCACHE_ABSENT) {
+        return -1;
+    }
+    if (f == RCACHE_MISS) {
         return 0;
     }
+    assert_int_equal(f, RCACHE_ROW);
     assert_int_equal(n, 8);
     *v = key_get_u64(p);
     return 1;
@@ -75,18 +80,74 @@ static void test_put_get_update(void **state)
     rcache_put(&c, k.b, k.len, "xyz", 3);
     const uint8_t *p = NULL;
     size_t n = 0;
-    assert_true(rcache_get(&c, k.b, k.len, &p, &n));
+    assert_int_equal(rcache_get(&c, k.b, k.len, &p, &n), RCACHE_ROW);
     assert_int_equal(n, 3);
     assert_memory_equal(p, "xyz", 3);
     /* A value too large to cache replaces nothing stale. */
     char *big = calloc(1, RCACHE_MAX_VALUE + 1);
     rcache_put(&c, k.b, k.len, big, RCACHE_MAX_VALUE + 1);
-    assert_false(rcache_get(&c, k.b, k.len, &p, &n));
+    assert_int_equal(rcache_get(&c, k.b, k.len, &p, &n), RCACHE_MISS);
     free(big);
     /* Clear forgets everything. */
     put_id(&c, 3, 30);
     rcache_clear(&c);
     assert_int_equal(get_id(&c, 3, &v), 0);
+    rcache_free(&c);
+}
+
+/* A key cached as absent answers so until a committed write of it, which
+ * makes it the row written; a delete drops it; a row read later replaces
+ * it; absences count against the row limit like rows. */
+static void test_absent(void **state)
+{
+    (void)state;
+    struct rcache c;
+    struct key k;
+    uint8_t b[8];
+    uint64_t v = 0;
+    rcache_init(&c);
+    key_of(&k, 5);
+    rcache_put_absent(&c, k.b, k.len);
+    assert_int_equal(c.n_rows, 1);
+    assert_int_equal(get_id(&c, 5, &v), -1);
+    assert_int_equal(get_id(&c, 6, &v), 0);
+    uint64_t hits = c.hits;
+    assert_int_equal(get_id(&c, 5, &v), -1);
+    assert_int_equal(c.hits, hits + 1);
+    /* A committed put of an absent key: its row. */
+    key_put_u64(b, 50);
+    rcache_update(&c, k.b, k.len, b, sizeof b);
+    assert_int_equal(get_id(&c, 5, &v), 1);
+    assert_int_equal(v, 50);
+    /* A row can become absent again (a read after a delete) ... */
+    rcache_put_absent(&c, k.b, k.len);
+    assert_int_equal(get_id(&c, 5, &v), -1);
+    /* ... and a row read replaces an absence. */
+    put_id(&c, 5, 51);
+    assert_int_equal(get_id(&c, 5, &v), 1);
+    assert_int_equal(v, 51);
+    /* A committed delete drops an absence like a row. */
+    rcache_put_absent(&c, k.b, k.len);
+    rcache_update(&c, k.b, k.len, NULL, 0);
+    assert_int_equal(get_id(&c, 5, &v), 0);
+    assert_int_equal(c.n_rows, 0);
+    /* A committed empty value of an absent key is a row of length 0. */
+    rcache_put_absent(&c, k.b, k.len);
+    rcache_update(&c, k.b, k.len, "", 0);
+    const uint8_t *p = NULL;
+    size_t n = 1;
+    assert_int_equal(rcache_get(&c, k.b, k.len, &p, &n), RCACHE_ROW);
+    assert_int_equal(n, 0);
+    /* Bounded: absences fill the table like rows. */
+    rcache_clear(&c);
+    uint64_t clears = c.clears;
+    for (uint64_t i = 0; i < RCACHE_MAX_ROWS + 1; i++) {
+        key_of(&k, i);
+        rcache_put_absent(&c, k.b, k.len);
+    }
+    assert_int_equal(c.clears, clears + 1);
+    assert_int_equal(c.n_rows, 1);
+    assert_int_equal(c.arena_len, 0);
     rcache_free(&c);
 }
 
@@ -150,7 +211,7 @@ static void test_bounds(void **state)
     const uint8_t *p = NULL;
     size_t n = 0;
     key_of(&k, per_fill);
-    assert_true(rcache_get(&c, k.b, k.len, &p, &n));
+    assert_int_equal(rcache_get(&c, k.b, k.len, &p, &n), RCACHE_ROW);
     assert_int_equal(n, RCACHE_MAX_VALUE);
     free(val);
     rcache_free(&c);
@@ -160,6 +221,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_put_get_update),
+        cmocka_unit_test(test_absent),
         cmocka_unit_test(test_removals_keep_rows_reachable),
         cmocka_unit_test(test_bounds),
     };

@@ -87,6 +87,7 @@ static void rsm_free(struct rsm *r)
     }
     wset_free(&r->ws);
     rcache_free(&r->cache);
+    rmarks_free(&r->marks);
     if (r->writeopts != NULL) {
         rocksdb_writeoptions_destroy(r->writeopts);
         r->writeopts = NULL;
@@ -274,6 +275,7 @@ int rsm_open(struct rsm *r, const struct rsm_options *opts, char *errmsg, size_t
     r->batch = rocksdb_writebatch_create();
     wset_init(&r->ws);
     rcache_init(&r->cache);
+    rmarks_init(&r->marks);
 
     /* A crash inside an install may have left the old DB aside. */
     rv = checkpoint_recover_swap(opts->db_path, errmsg, errmsg_len);
@@ -408,10 +410,17 @@ static void batch_release(struct rsm *r)
     }
 }
 
+/* A committed write: the row cache follows it, and a stored outcome raises
+ * its client's mark. */
 static void cache_update(void *arg, const uint8_t *key, size_t klen, const uint8_t *val,
                          size_t vlen)
 {
-    rcache_update(arg, key, klen, val, vlen);
+    struct rsm *r = arg;
+    uint64_t client_id = 0, client_seq = 0;
+    rcache_update(&r->cache, key, klen, val, vlen);
+    if (val != NULL && key_decode_pair(key, klen, KEY_PREFIX_RESULT, &client_id, &client_seq)) {
+        rmarks_raise(&r->marks, client_id, client_seq);
+    }
 }
 
 static void batch_add(void *arg, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
@@ -456,10 +465,11 @@ int rsm_commit_entry(struct rsm *r, uint64_t index)
         batch_release(r);
     }
     if (err == NULL) {
-        wset_for_each(&r->ws, cache_update, &r->cache);
+        wset_for_each(&r->ws, cache_update, r);
         rcache_update(&r->cache, k.b, k.len, v, sizeof v);
     } else {
         rcache_clear(&r->cache);
+        rmarks_clear(&r->marks);
     }
     wset_reset(&r->ws);
     r->wbwi = false;
@@ -743,14 +753,71 @@ uint64_t rsm_request_hash(const uint8_t *body, size_t len)
     return v;
 }
 
+/* Learn client_id's mark from the committed DB: the highest client_seq of
+ * its stored outcomes, or 0. */
+static int result_mark_learn(struct rsm *r, uint64_t client_id, uint64_t *max_seq)
+{
+    struct key last;
+    uint64_t id = 0, seq = 0;
+    size_t klen = 0;
+    key_pair(&last, KEY_PREFIX_RESULT, client_id, UINT64_MAX);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(r->db, r->readopts);
+    rocksdb_iter_seek_for_prev(it, (const char *)last.b, last.len);
+    *max_seq = 0;
+    if (rocksdb_iter_valid(it)) {
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (key_decode_pair(k, klen, KEY_PREFIX_RESULT, &id, &seq) && id == client_id) {
+            *max_seq = seq;
+        }
+    }
+    int rv = rsm_iter_status(it);
+    rocksdb_iter_destroy(it);
+    if (rv == 0) {
+        rmarks_set(&r->marks, client_id, *max_seq);
+    }
+    return rv;
+}
+
+/* true if (client_id, client_seq) has certainly no stored outcome: none
+ * written by this entry, and the seq above its client's mark. */
+static int result_surely_absent(struct rsm *r, uint64_t client_id, uint64_t client_seq,
+                                const struct key *rk, bool *absent)
+{
+    const uint8_t *p = NULL;
+    size_t n = 0;
+    uint64_t max_seq = 0;
+    *absent = false;
+    if (client_id == 0 ||
+        (r->in_entry && wset_get(&r->ws, rk->b, rk->len, &p, &n) != WSET_ABSENT)) {
+        return 0;
+    }
+    if (!rmarks_get(&r->marks, client_id, &max_seq)) {
+        int rv = result_mark_learn(r, client_id, &max_seq);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    *absent = client_seq > max_seq;
+    return 0;
+}
+
 int rsm_result_get(struct rsm *r, uint64_t client_id, uint64_t client_seq, bool *found, int *status,
                    uint8_t **body, size_t *len, struct rsm_result_form *form)
 {
     ProtobufCMessage *m = NULL;
     struct key rk;
+    bool absent = false;
     key_pair(&rk, KEY_PREFIX_RESULT, client_id, client_seq);
+    int rv = result_surely_absent(r, client_id, client_seq, &rk, &absent);
+    if (rv != 0) {
+        return rv;
+    }
+    if (absent) {
+        *found = false;
+        return 0;
+    }
     /* Not cached: a row found here is a retry's, read once. */
-    int rv = get_msg(r, &rk, false, &geoscale__stored_result__descriptor, &m);
+    rv = get_msg(r, &rk, false, &geoscale__stored_result__descriptor, &m);
     if (rv == GS_ENOTFOUND) {
         *found = false;
         return 0;
@@ -1099,6 +1166,7 @@ void rsm_detach(struct rsm *r)
     r->db = NULL;
     r->applied_index = 0;
     rcache_clear(&r->cache);
+    rmarks_clear(&r->marks);
 }
 
 int rsm_attach(struct rsm *r, char *errmsg, size_t errmsg_len)
@@ -1112,6 +1180,7 @@ int rsm_attach(struct rsm *r, char *errmsg, size_t errmsg_len)
     errmsg[0] = '\0';
     assert(r->db == NULL);
     rcache_clear(&r->cache);
+    rmarks_clear(&r->marks);
     rocksdb_options_set_create_if_missing(r->options, 0);
     r->db = rocksdb_open(r->options, r->db_path, &err);
     rocksdb_options_set_create_if_missing(r->options, 1);

@@ -16,7 +16,8 @@
  *     it means a replay that the index check turns into exactly-once);
  *   - idempotency rows: the outcome of a client command at 'R'+client_id+
  *     client_seq, with a time index 'r'+ts+client_id+client_seq expired by
- *     batch time, a bounded number per entry;
+ *     batch time, a bounded number per entry; a command above its client's
+ *     mark (engine/rmarks.h) is new without a read of its row;
  *   - the apply loop: rsm_apply_entry() decodes an entry (engine/entry.h),
  *     runs its commands through the state machine's handler, answers
  *     remembered commands from their idempotency rows, and commits or aborts
@@ -50,6 +51,7 @@
 
 #include "keys.h"
 #include "rcache.h"
+#include "rmarks.h"
 #include "wset.h"
 
 struct rsm_options {
@@ -78,6 +80,7 @@ struct rsm {
     bool wbwi;                   /* this entry's writes are also in wb */
     int entry_error;             /* a write that failed (GS_ENOMEM): commit fails */
     struct rcache cache;         /* committed rows read recently (rcache.h) */
+    struct rmarks marks;         /* per client, a bound of its stored outcomes (rmarks.h) */
     char *db_path;                     /* owned */
     uint64_t applied_index;            /* cache of 'S' applied_index */
     bool in_entry;                     /* between begin_entry and commit/abort */

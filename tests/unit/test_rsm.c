@@ -606,6 +606,86 @@ static void test_results(void **state)
     assert_int_equal(digest(f).n, 2 + 6);
 }
 
+/* Whether (client, seq) has a stored outcome, per rsm_result_get(). */
+static bool result_found(struct fx *f, uint64_t client, uint64_t seq)
+{
+    bool found = false;
+    int status = 0;
+    uint8_t *body = NULL;
+    size_t len = 0;
+    assert_int_equal(rsm_result_get(&f->r, client, seq, &found, &status, &body, &len, NULL), 0);
+    free(body);
+    return found;
+}
+
+static uint64_t mark_of(struct fx *f, uint64_t client)
+{
+    uint64_t m = UINT64_MAX;
+    assert_true(rmarks_get(&f->r.marks, client, &m));
+    return m;
+}
+
+/* A client's mark is learnt from the DB (its highest stored seq, not a
+ * neighbour's), raised by committed outcomes, and answers for seqs above
+ * it without reading the DB; an outcome written in the same entry is seen
+ * whatever the mark; reopen, detach and attach forget the marks. */
+static void test_result_marks(void **state)
+{
+    struct fx *f = *state;
+    /* Neighbours of client 7 in key order: 6 below, 8 above. */
+    assert_true(rsm_begin_entry(&f->r, 1));
+    assert_int_equal(rsm_result_put(&f->r, T0, 6, 50, 0, (const uint8_t *)"a", 1, NULL), 0);
+    assert_int_equal(rsm_result_put(&f->r, T0, 8, 60, 0, (const uint8_t *)"b", 1, NULL), 0);
+    assert_int_equal(rsm_commit_entry(&f->r, 1), 0);
+    assert_false(rmarks_get(&f->r.marks, 7, &(uint64_t){0}));
+    assert_false(result_found(f, 7, 1));
+    assert_int_equal(mark_of(f, 7), 0);
+    assert_true(result_found(f, 6, 50));
+    assert_int_equal(mark_of(f, 6), 50);
+
+    /* Committed outcomes raise the mark; lower seqs are still read. */
+    assert_true(rsm_begin_entry(&f->r, 2));
+    for (uint64_t s = 1; s <= 3; s++) {
+        assert_int_equal(rsm_result_put(&f->r, T0, 7, s, 0, (const uint8_t *)"x", 1, NULL), 0);
+    }
+    /* In the entry that wrote it, an outcome above the mark is found. */
+    assert_true(result_found(f, 7, 3));
+    assert_int_equal(mark_of(f, 7), 0);
+    assert_int_equal(rsm_commit_entry(&f->r, 2), 0);
+    assert_int_equal(mark_of(f, 7), 3);
+    assert_true(result_found(f, 7, 2));
+    assert_false(result_found(f, 7, 4));
+
+    /* Above the mark the DB is not read: a row written behind the rsm's
+     * back (which the invariant rules out) is not seen until the marks
+     * are forgotten and learnt again. */
+    struct key k;
+    char *err = NULL;
+    key_pair(&k, KEY_PREFIX_RESULT, 7, 10);
+    rocksdb_put(f->r.db, f->r.writeopts, (const char *)k.b, k.len, "", 0, &err);
+    assert_null(err);
+    assert_false(result_found(f, 7, 10));
+    rmarks_clear(&f->r.marks);
+    assert_int_equal(f->r.marks.n, 0);
+    assert_false(result_found(f, 7, 11));
+    assert_int_equal(mark_of(f, 7), 10);
+
+    /* Reopen: no marks, learnt again from what is stored. */
+    rsm_close(&f->r);
+    open_at(f, GROUP);
+    assert_int_equal(f->r.marks.n, 0);
+    assert_true(result_found(f, 7, 3));
+    assert_int_equal(mark_of(f, 7), 10);
+    rsm_detach(&f->r);
+    assert_int_equal(f->r.marks.n, 0);
+    char msg[256] = "";
+    assert_int_equal(rsm_attach(&f->r, msg, sizeof msg), 0);
+    assert_int_equal(f->r.marks.n, 0);
+    assert_true(result_found(f, 8, 60));
+    assert_false(result_found(f, 8, 61));
+    assert_int_equal(mark_of(f, 8), 60);
+}
+
 static void test_results_expire(void **state)
 {
     struct fx *f = *state;
@@ -1081,6 +1161,7 @@ int main(void)
         T(test_digest_off_thread),
         T(test_results),
         T(test_results_expire),
+        T(test_result_marks),
         T(test_apply_entry_partial_outcome),
         T(test_detach_attach),
         T(test_probe),

@@ -778,8 +778,10 @@ static int result_mark_learn(struct rsm *r, uint64_t client_id, uint64_t *max_se
     return rv;
 }
 
-/* true if (client_id, client_seq) has certainly no stored outcome: none
- * written by this entry, and the seq above its client's mark. */
+/* 0 with *absent true if (client_id, client_seq) certainly has no stored
+ * outcome: none written by this entry, and the seq above its client's mark
+ * (learnt first if the client has none). Else 0 with *absent false, or the
+ * iterator's error. */
 static int result_surely_absent(struct rsm *r, uint64_t client_id, uint64_t client_seq,
                                 const struct key *rk, bool *absent)
 {

@@ -9,7 +9,8 @@
 #
 # Usage: scripts/build-libraft.sh BUILD_DIR
 # Result: BUILD_DIR/libraft/prefix/{include,lib,lib/pkgconfig/raft.pc}
-# Cached: a second run with the library present does nothing.
+# Cached: a second run with the library present does nothing, unless this
+# script or scripts/libraft/ changed since (then it builds again).
 #
 # Two changes are applied to the source before building:
 #   - fix_pending_snapshot below: without it a follower that receives a
@@ -28,8 +29,9 @@ top=$build_dir/libraft
 prefix=$top/prefix
 version=0.22.1
 debversion=0.22.1-1
-# Bump when the fixes applied below change, so cached builds are redone.
-localfix=gs2
+# The changes applied below, by content: editing this script or
+# scripts/libraft/ redoes a cached build, from freshly extracted source.
+localfix=$(cat "$0" "$root"/scripts/libraft/* | sha256sum | cut -c1-16)
 
 if [ -f "$prefix/lib/pkgconfig/raft.pc" ] && [ -f "$prefix/.built-$debversion+$localfix" ]; then
     exit 0
@@ -67,14 +69,17 @@ aptopts=(
 )
 
 src=$top/src
-if [ ! -d "$src/raft-$version" ]; then
+if [ ! -f "$src/raft_$debversion.dsc" ]; then
     echo "libraft: fetching source package raft=$debversion"
     apt-get "${aptopts[@]}" -qq update
     rm -rf "$src"
     mkdir -p "$src"
     (cd "$src" && apt-get "${aptopts[@]}" -qq source --download-only "raft=$debversion")
-    (cd "$src" && dpkg-source --no-check -x raft_"$debversion".dsc "raft-$version" >/dev/null)
 fi
+# Always from the pristine package, so that the changes below apply to
+# libraft's own code and never on top of an earlier version of themselves.
+rm -rf "$src/raft-$version"
+(cd "$src" && dpkg-source --no-check -x raft_"$debversion".dsc "raft-$version" >/dev/null)
 
 # libraft 0.22.1 (and upstream at the time of writing), src/legacy.c,
 # takeSnapshotCb: when a snapshot sent by the leader arrived while this node
@@ -84,7 +89,6 @@ fi
 # it: SIGSEGV. The fix reads the pending request first, then clears it.
 fix_pending_snapshot() {
     local f=src/legacy.c
-    grep -q 'GeoScale fix: read before clearing' "$f" && return 0
     perl -0pi -e 's/\n([ \t]*)r->legacy\.snapshot_pending = NULL;\n[ \t]*persist = r->legacy\.snapshot_pending;\n/\n$1persist = r->legacy.snapshot_pending; \/* GeoScale fix: read before clearing *\/\n$1r->legacy.snapshot_pending = NULL;\n/' "$f"
     if ! grep -q 'GeoScale fix: read before clearing' "$f"; then
         echo "libraft: the pending-snapshot fix does not apply to $f" >&2
@@ -99,7 +103,6 @@ fix_pending_snapshot() {
 # slicing-by-8 byteCrc32() appended to the same file.
 use_crc_slice8() {
     local f=src/byte.c
-    grep -q 'GeoScale: byteCrc32() computed eight bytes' "$f" && return 0
     perl -0pi -e 's/\bbyteCrcTable\b/byteCrcBytewiseTable/g;
                   s/\nunsigned byteCrc32\(const void \*buf, const size_t size, const unsigned init\)\n/\nstatic unsigned byteCrc32Bytewise(const void *buf, const size_t size, const unsigned init)\n/' "$f"
     if ! grep -q '^static unsigned byteCrc32Bytewise(' "$f" || ! grep -q 'byteCrcBytewiseTable\[' "$f"; then
@@ -121,5 +124,6 @@ make -s -j"$(nproc)" >/dev/null 2>&1 || make -j"$(nproc)"
 cc -O2 -Wall -Werror -I src "$root/scripts/libraft/crc32_check.c" src/byte.c -o "$top/crc32_check"
 "$top/crc32_check"
 make -s install >/dev/null
+rm -f "$prefix"/.built-*
 touch "$prefix/.built-$debversion+$localfix"
 echo "libraft: installed $(PKG_CONFIG_PATH=$prefix/lib/pkgconfig pkg-config --modversion raft) in $prefix"

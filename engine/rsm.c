@@ -410,6 +410,15 @@ static void batch_release(struct rsm *r)
     }
 }
 
+/* The DB changed other than by a committed entry, or a commit failed
+ * halfway: forget what is cached of its committed state (rows, absences,
+ * result marks). */
+static void forget_committed_state(struct rsm *r)
+{
+    rcache_clear(&r->cache);
+    rmarks_clear(&r->marks);
+}
+
 /* A committed write: the row cache follows it, and a stored outcome raises
  * its client's mark. */
 static void cache_update(void *arg, const uint8_t *key, size_t klen, const uint8_t *val,
@@ -468,8 +477,7 @@ int rsm_commit_entry(struct rsm *r, uint64_t index)
         wset_for_each(&r->ws, cache_update, r);
         rcache_update(&r->cache, k.b, k.len, v, sizeof v);
     } else {
-        rcache_clear(&r->cache);
-        rmarks_clear(&r->marks);
+        forget_committed_state(r);
     }
     wset_reset(&r->ws);
     r->wbwi = false;
@@ -1167,8 +1175,7 @@ void rsm_detach(struct rsm *r)
     rocksdb_close(r->db);
     r->db = NULL;
     r->applied_index = 0;
-    rcache_clear(&r->cache);
-    rmarks_clear(&r->marks);
+    forget_committed_state(r);
 }
 
 int rsm_attach(struct rsm *r, char *errmsg, size_t errmsg_len)
@@ -1181,8 +1188,7 @@ int rsm_attach(struct rsm *r, char *errmsg, size_t errmsg_len)
     }
     errmsg[0] = '\0';
     assert(r->db == NULL);
-    rcache_clear(&r->cache);
-    rmarks_clear(&r->marks);
+    forget_committed_state(r);
     rocksdb_options_set_create_if_missing(r->options, 0);
     r->db = rocksdb_open(r->options, r->db_path, &err);
     rocksdb_options_set_create_if_missing(r->options, 1);

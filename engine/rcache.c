@@ -194,7 +194,7 @@ void rcache_update(struct rcache *c, const uint8_t *key, size_t klen, const void
     if (c->slots[s].klen == 0) {
         return;
     }
-    if (val == NULL || vlen > RCACHE_MAX_VALUE) {
+    if (val == NULL || vlen > RCACHE_MAX_VALUE || c->slots[s].absent) {
         rcache_remove_at(c, s);
         return;
     }

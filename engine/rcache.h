@@ -16,10 +16,12 @@
  * every key cached as absent is absent from the DB's committed state. The
  * rsm keeps it so: a row read from the DB is added (rcache_put), a key not
  * found is added as absent (rcache_put_absent); a committed
- * entry updates or drops the rows it wrote that are cached
- * (rcache_update), and adds none of them (an entry writes idempotency and
- * outbox rows that are never read again, which would only push hot rows
- * out); anything that changes the DB in another way (open, detach and
+ * entry updates or drops the rows it wrote that are cached, drops the
+ * absences of the keys it wrote (rcache_update), and adds no row (an entry
+ * writes idempotency and outbox rows that are never read again, and a
+ * signup writes the rows of a user it has just found absent: cached, they
+ * would only push hot rows out; a row written is cached when it is read);
+ * anything that changes the DB in another way (open, detach and
  * attach around a checkpoint install) empties the cache (rcache_clear).
  *
  * Bounded: at most RCACHE_MAX_ROWS rows and RCACHE_ARENA_BYTES of values;
@@ -90,9 +92,9 @@ void rcache_put(struct rcache *c, const uint8_t *key, size_t klen, const void *v
  * row. Bounded and failing like rcache_put(). */
 void rcache_put_absent(struct rcache *c, const uint8_t *key, size_t klen);
 
-/* A committed write: if key is cached (as a row or as absent), its value
- * becomes val, or (val NULL: a delete) it is dropped. A key not cached
- * stays so. */
+/* A committed write: if key is cached as a row, its value becomes val, or
+ * (val NULL: a delete) it is dropped; if it is cached as absent, it is
+ * dropped. A key not cached stays so. */
 void rcache_update(struct rcache *c, const uint8_t *key, size_t klen, const void *val,
                    size_t vlen);
 

@@ -96,8 +96,9 @@ static void test_put_get_update(void **state)
 }
 
 /* A key cached as absent answers so until a committed write of it, which
- * makes it the row written; a delete drops it; a row read later replaces
- * it; absences count against the row limit like rows. */
+ * drops it (the row written is cached when it is read, not before), as a
+ * delete does; a row read later replaces it; absences count against the
+ * row limit like rows. */
 static void test_absent(void **state)
 {
     (void)state;
@@ -114,12 +115,14 @@ static void test_absent(void **state)
     uint64_t hits = c.hits;
     assert_int_equal(get_id(&c, 5, &v), -1);
     assert_int_equal(c.hits, hits + 1);
-    /* A committed put of an absent key: its row. */
+    /* A committed put of an absent key drops the absence, and adds no row. */
     key_put_u64(b, 50);
     rcache_update(&c, k.b, k.len, b, sizeof b);
-    assert_int_equal(get_id(&c, 5, &v), 1);
-    assert_int_equal(v, 50);
+    assert_int_equal(get_id(&c, 5, &v), 0);
+    assert_int_equal(c.n_rows, 0);
     /* A row can become absent again (a read after a delete) ... */
+    put_id(&c, 5, 50);
+    assert_int_equal(get_id(&c, 5, &v), 1);
     rcache_put_absent(&c, k.b, k.len);
     assert_int_equal(get_id(&c, 5, &v), -1);
     /* ... and a row read replaces an absence. */
@@ -131,11 +134,14 @@ static void test_absent(void **state)
     rcache_update(&c, k.b, k.len, NULL, 0);
     assert_int_equal(get_id(&c, 5, &v), 0);
     assert_int_equal(c.n_rows, 0);
-    /* A committed empty value of an absent key is a row of length 0. */
+    /* A committed empty value drops an absence too (an empty row is a row). */
     rcache_put_absent(&c, k.b, k.len);
     rcache_update(&c, k.b, k.len, "", 0);
     const uint8_t *p = NULL;
     size_t n = 1;
+    assert_int_equal(rcache_get(&c, k.b, k.len, &p, &n), RCACHE_MISS);
+    /* An empty row read is a row of length 0, not an absence. */
+    rcache_put(&c, k.b, k.len, "", 0);
     assert_int_equal(rcache_get(&c, k.b, k.len, &p, &n), RCACHE_ROW);
     assert_int_equal(n, 0);
     /* Bounded: absences fill the table like rows. */

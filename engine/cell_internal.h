@@ -95,6 +95,8 @@ int cell_kv_get_msg(struct cell_ctx *ctx, const struct key *k,
                     const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out);
 /* Read a u64 BE value. Returns 0, GS_ENOTFOUND or GS_EIO. */
 int cell_kv_get_u64(struct cell_ctx *ctx, const struct key *k, uint64_t *v);
+/* The same, with an absent key read as 0. Returns 0 or GS_EIO. */
+int cell_kv_get_u64_or_0(struct cell_ctx *ctx, const struct key *k, uint64_t *v);
 
 /* Writes into the entry's batch (only while an entry is applied). */
 void cell_kv_put(struct cell_ctx *ctx, const struct key *k, const void *val, size_t len);

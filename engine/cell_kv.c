@@ -35,6 +35,16 @@ int cell_kv_get_u64(struct cell_ctx *ctx, const struct key *k, uint64_t *out)
     return rsm_get_u64(&ctx->fsm->rsm, k, out);
 }
 
+int cell_kv_get_u64_or_0(struct cell_ctx *ctx, const struct key *k, uint64_t *v)
+{
+    int rv = cell_kv_get_u64(ctx, k, v);
+    if (rv == GS_ENOTFOUND) {
+        *v = 0;
+        return 0;
+    }
+    return rv;
+}
+
 void cell_kv_put(struct cell_ctx *ctx, const struct key *k, const void *val, size_t len)
 {
     rsm_put(&ctx->fsm->rsm, k, val, len);
@@ -82,7 +92,8 @@ int cell_kv_delete_range(struct cell_ctx *ctx, const struct key *first, const st
          rocksdb_iter_next(it)) {
         size_t klen = 0;
         const char *kraw = rocksdb_iter_key(it, &klen);
-        if (key_cmp_raw(kraw, klen, last) > 0 || klen > KEY_MAX) {
+        int c = key_cmp_raw(kraw, klen, last);
+        if (c > 0 || klen > KEY_MAX) {
             break;
         }
         if (n == cap) {
@@ -98,6 +109,9 @@ int cell_kv_delete_range(struct cell_ctx *ctx, const struct key *first, const st
         memcpy(keys[n].b, kraw, klen);
         keys[n].len = klen;
         n++;
+        if (c == 0) {
+            break; /* not a step further: past `last` may lie tombstones only */
+        }
     }
     rv = cell_kv_iter_status(it);
     if (rv != 0) {

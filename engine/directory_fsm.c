@@ -8,9 +8,18 @@
  *
  * Expiry. Every entry first deletes at most DIRECTORY_EXPIRE_MAX RESERVED
  * reservations whose expires_at_ms <= the batch's timestamp, walking the 'x'
- * index from its oldest row, then at most DIRECTORY_RESULT_EXPIRE_MAX stored
- * results older than DIRECTORY_RESULT_TTL_MS. Batch time, not the local
- * clock: every replica deletes the same rows.
+ * index in order, then at most DIRECTORY_RESULT_EXPIRE_MAX stored results
+ * older than DIRECTORY_RESULT_TTL_MS. Batch time, not the local clock: every
+ * replica deletes the same rows.
+ *
+ * Most index rows are deleted before they expire (the signup commits or
+ * releases its reservation), and a deleted row stays a tombstone in RocksDB
+ * until compaction. A walk from the index's first key to its first live row
+ * would step over all of them on every entry. So the walk starts at 'S'
+ * reservations_expired (the batch time it had reached: the entry's own once
+ * it found fewer rows than its bound, else the last row's) and ends at the
+ * batch time, and no reservation expires below that start
+ * (reserve_username in directory_ops.c).
  *
  * Schema. 'S' schema (= DIRECTORY_SCHEMA_VERSION) and 'S' directory_shard are
  * written when the DB is created; open refuses a newer schema, another
@@ -111,12 +120,27 @@ static int expire_reservations(struct dir_ctx *ctx)
     struct rsm *r = &ctx->fsm->rsm;
     struct expired found[DIRECTORY_EXPIRE_MAX];
     size_t n = 0;
-    struct key start;
+    struct key start, end;
+    int64_t walked = INT64_MIN;
     int rv;
 
-    start.b[0] = DIR_PREFIX_EXPIRY;
-    start.len = 1;
-    rocksdb_iterator_t *it = rsm_iter(r);
+    rv = dir_reservations_expired_get(ctx, &walked);
+    if (rv != 0) {
+        return rv;
+    }
+    if (walked == INT64_MIN) {
+        start.b[0] = DIR_PREFIX_EXPIRY;
+        start.len = 1;
+    } else {
+        dir_key_expiry(&start, walked, 0);
+    }
+    if (ctx->now_ms == INT64_MAX) {
+        end.b[0] = DIR_PREFIX_EXPIRY + 1;
+        end.len = 1;
+    } else {
+        dir_key_expiry(&end, ctx->now_ms + 1, 0);
+    }
+    rocksdb_iterator_t *it = rsm_iter_below(r, &end);
     for (rocksdb_iter_seek(it, (const char *)start.b, start.len);
          rocksdb_iter_valid(it) && n < DIRECTORY_EXPIRE_MAX; rocksdb_iter_next(it)) {
         size_t klen = 0, vlen = 0;
@@ -166,6 +190,15 @@ static int expire_reservations(struct dir_ctx *ctx)
         }
         if (res != NULL) {
             geoscale__username_reservation__free_unpacked(res, NULL);
+        }
+    }
+    if (rv == 0) {
+        /* Fewer than the bound: every row up to the batch time is gone. */
+        int64_t reached = n < DIRECTORY_EXPIRE_MAX ? ctx->now_ms : found[n - 1].expires_at_ms;
+        if (reached > walked) {
+            struct key k;
+            key_system(&k, DIR_SYS_RESERVATIONS_EXPIRED);
+            rsm_put_u64(r, &k, (uint64_t)reached);
         }
     }
     return rv;

@@ -46,6 +46,9 @@
 #define DIR_SYS_SHARD "directory_shard"
 #define DIR_SYS_VERSION "version"
 #define DIR_SYS_ROUTES_VERSION "routes_version"
+/* The batch time up to which the 'x' index has been walked and expired
+ * (directory_fsm.c, "Expiry"); absent: from the index's first key. */
+#define DIR_SYS_RESERVATIONS_EXPIRED "reservations_expired"
 
 /* user_id = cell_id << 40 | seq, as in a cell (CELL_ID_BITS, cell_internal.h) */
 #define DIR_CELL_ID_BITS 24
@@ -77,6 +80,9 @@ void dir_key_cell_seq(struct key *k, uint32_t cell_id);
 void dir_key_route(struct key *k, uint64_t user_id);
 void dir_key_name(struct key *k, const uint8_t hash[DIRECTORY_HASH_LEN]);
 void dir_key_expiry(struct key *k, int64_t expires_at_ms, uint64_t user_id);
+/* The reservations' expiry cursor (DIR_SYS_RESERVATIONS_EXPIRED); INT64_MIN
+ * when absent. 0 or GS_EIO. */
+int dir_reservations_expired_get(struct dir_ctx *ctx, int64_t *ts_ms);
 bool dir_key_decode_expiry(const void *raw, size_t len, int64_t *expires_at_ms, uint64_t *user_id);
 
 /* ---------------------------------------------------------------- shared helpers */

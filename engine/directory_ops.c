@@ -164,6 +164,21 @@ static int counter_bump(struct dir_ctx *ctx, const char *name, uint64_t *value)
     return 0;
 }
 
+int dir_reservations_expired_get(struct dir_ctx *ctx, int64_t *ts_ms)
+{
+    struct key k;
+    uint64_t v = 0;
+    key_system(&k, DIR_SYS_RESERVATIONS_EXPIRED);
+    int rv = rsm_get_u64(&ctx->fsm->rsm, &k, &v);
+    if (rv == 0) {
+        *ts_ms = (int64_t)v;
+    } else if (rv == GS_ENOTFOUND) {
+        *ts_ms = INT64_MIN;
+        rv = 0;
+    }
+    return rv;
+}
+
 int dir_version_get(struct dir_ctx *ctx, uint64_t *version)
 {
     return counter_get(ctx, DIR_SYS_VERSION, version);
@@ -498,6 +513,16 @@ static int reserve_username(struct dir_ctx *ctx, const ProtobufCMessage *m, uint
     res.expires_at_ms = ctx->now_ms > INT64_MAX - DIRECTORY_RESERVATION_TTL_MS
                             ? INT64_MAX
                             : ctx->now_ms + DIRECTORY_RESERVATION_TTL_MS;
+    /* Never below where the expiry's walk starts (a leader's clock more than
+     * the TTL behind the last one's), or it would never expire. */
+    int64_t walked = INT64_MIN;
+    rv = dir_reservations_expired_get(ctx, &walked);
+    if (rv != 0) {
+        goto out;
+    }
+    if (res.expires_at_ms < walked) {
+        res.expires_at_ms = walked;
+    }
     dir_key_name(&k, req->hash.data);
     rv = rsm_put_msg(r, &k, &res.base);
     if (rv != 0) {

@@ -28,11 +28,14 @@
  *
  * Edge outbox, per destination cell:
  *   'y' dest           last seq assigned for dest (absent: 0)
+ *   'z' dest           last seq acknowledged for dest (absent: none yet, or
+ *                      a database older than this key)
  *   'Y' dest seq       packed geoscale.EdgeHalf {seq, kind, actor, target}
  * seq starts at 1 per destination and grows by one per half; it is assigned
  * in apply, so it is the same on every replica. Halves hold ids only (the
  * message has no other field). OutboxAck {edge_dest_cell, edge_up_to_seq}
- * deletes the prefix up to the seq, as the metadata outbox does.
+ * deletes the prefix up to the seq, as the metadata outbox does, starting
+ * after 'z' (outbox.c says why); the shipper's read starts there too.
  *
  * EdgeApply {origin_cell, halves}, per origin cell:
  *   'Z' origin         last seq applied from origin (absent: 0)
@@ -59,16 +62,6 @@ static int edge_response(bool changed, uint8_t **body, size_t *len)
     Geoscale__EdgeResponse resp = GEOSCALE__EDGE_RESPONSE__INIT;
     resp.changed = changed;
     return cell_pack(&resp.base, body, len);
-}
-
-static int get_u64_or_0(struct cell_ctx *ctx, const struct key *k, uint64_t *v)
-{
-    int rv = cell_kv_get_u64(ctx, k, v);
-    if (rv == GS_ENOTFOUND) {
-        *v = 0;
-        return 0;
-    }
-    return rv;
 }
 
 static void edge_put(struct cell_ctx *ctx, uint8_t prefix, uint64_t a, uint64_t b)
@@ -123,7 +116,7 @@ int cell_edge_half_append(struct cell_ctx *ctx, uint32_t dest_cell, Geoscale__Ed
 
     assert(dest_cell != ctx->fsm->cell_id);
     key_cell(&k, KEY_PREFIX_EDGE_SEQ, dest_cell);
-    int rv = get_u64_or_0(ctx, &k, &seq);
+    int rv = cell_kv_get_u64_or_0(ctx, &k, &seq);
     if (rv != 0) {
         return rv;
     }
@@ -147,7 +140,7 @@ int cell_edge_ack_check(struct cell_ctx *ctx, uint32_t dest_cell, uint64_t up_to
     struct key k;
     uint64_t last = 0;
     key_cell(&k, KEY_PREFIX_EDGE_SEQ, dest_cell);
-    int rv = get_u64_or_0(ctx, &k, &last);
+    int rv = cell_kv_get_u64_or_0(ctx, &k, &last);
     if (rv != 0) {
         return rv;
     }
@@ -157,10 +150,21 @@ int cell_edge_ack_check(struct cell_ctx *ctx, uint32_t dest_cell, uint64_t up_to
 int cell_edge_ack_delete(struct cell_ctx *ctx, uint32_t dest_cell, uint64_t up_to_seq,
                          uint64_t *deleted)
 {
-    struct key first, last;
-    key_edge_outbox(&first, dest_cell, 0);
+    struct key first, last, acked_key;
+    uint64_t acked = 0;
+    *deleted = 0;
+    key_cell(&acked_key, KEY_PREFIX_EDGE_ACKED, dest_cell);
+    int rv = cell_kv_get_u64_or_0(ctx, &acked_key, &acked);
+    if (rv != 0 || up_to_seq <= acked) {
+        return rv;
+    }
+    key_edge_outbox(&first, dest_cell, acked + 1);
     key_edge_outbox(&last, dest_cell, up_to_seq);
-    return cell_kv_delete_range(ctx, &first, &last, deleted);
+    rv = cell_kv_delete_range(ctx, &first, &last, deleted);
+    if (rv == 0) {
+        cell_kv_put_u64(ctx, &acked_key, up_to_seq);
+    }
+    return rv;
 }
 
 /* ---------------------------------------------------------------- actor's cell */
@@ -403,7 +407,7 @@ int cell_edge_apply(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t *
         return GS_EINVAL;
     }
     key_cell(&k, KEY_PREFIX_EDGE_APPLIED, req->origin_cell);
-    if ((rv = get_u64_or_0(ctx, &k, &last)) != 0) {
+    if ((rv = cell_kv_get_u64_or_0(ctx, &k, &last)) != 0) {
         return rv;
     }
     /* Check the whole sequence before writing anything. */
@@ -481,6 +485,55 @@ void cell_fsm_edge_outbox_free(Geoscale__EdgeHalf **halves, size_t n_halves)
     free(halves);
 }
 
+/* Where the first destination with halves not yet acknowledged has them:
+ * the 'y' keys name the destinations, each 'z' where its halves start, and
+ * *last_seq where they end. The read then steps over no tombstone of an
+ * acknowledged half. *found is false when every half is acknowledged. 0 or
+ * GS_EIO. */
+static int edge_outbox_first_pending(struct cell_ctx *ctx, bool *found, struct key *start,
+                                     uint64_t *last_seq)
+{
+    struct key k;
+    int rv;
+
+    *found = false;
+    key_cell(&k, KEY_PREFIX_EDGE_SEQ, 0);
+    rocksdb_iterator_t *it = cell_kv_iter(ctx);
+    for (rocksdb_iter_seek(it, (const char *)k.b, k.len); rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t klen = 0, vlen = 0;
+        const char *kraw = rocksdb_iter_key(it, &klen);
+        const char *v = rocksdb_iter_value(it, &vlen);
+        uint32_t dest = 0;
+        uint64_t last = 0, acked = 0;
+        if (!key_decode_cell(kraw, klen, KEY_PREFIX_EDGE_SEQ, &dest)) {
+            break;
+        }
+        if (vlen != 8) {
+            log_error("cell", "event=edge_seq_bad_row cell=%" PRIu32 " dest=%" PRIu32,
+                      ctx->fsm->cell_id, dest);
+            rocksdb_iter_destroy(it);
+            return GS_EIO;
+        }
+        last = key_get_u64((const uint8_t *)v);
+        key_cell(&k, KEY_PREFIX_EDGE_ACKED, dest);
+        rv = cell_kv_get_u64_or_0(ctx, &k, &acked);
+        if (rv != 0) {
+            rocksdb_iter_destroy(it);
+            return rv;
+        }
+        if (last > acked) {
+            key_edge_outbox(start, dest, acked + 1);
+            *last_seq = last;
+            *found = true;
+            break;
+        }
+    }
+    rv = cell_kv_iter_status(it);
+    rocksdb_iter_destroy(it);
+    return rv;
+}
+
 int cell_fsm_edge_outbox_read(struct cell_fsm *fsm, size_t max_halves, uint32_t *dest_cell,
                               Geoscale__EdgeHalf ***halves, size_t *n_halves)
 {
@@ -490,6 +543,8 @@ int cell_fsm_edge_outbox_read(struct cell_fsm *fsm, size_t max_halves, uint32_t 
     size_t n = 0, cap = 0;
     uint32_t dest = 0;
     struct key start;
+    uint64_t last = 0;
+    bool found = false;
     int rv = 0;
 
     assert(!fsm->rsm.in_entry);
@@ -499,7 +554,10 @@ int cell_fsm_edge_outbox_read(struct cell_fsm *fsm, size_t max_halves, uint32_t 
     if (max_halves == 0) {
         return 0;
     }
-    key_cell(&start, KEY_PREFIX_EDGE_OUTBOX, 0);
+    rv = edge_outbox_first_pending(&ctx, &found, &start, &last);
+    if (rv != 0 || !found) {
+        return rv;
+    }
     it = cell_kv_iter(&ctx);
     for (rocksdb_iter_seek(it, (const char *)start.b, start.len);
          rocksdb_iter_valid(it) && n < max_halves; rocksdb_iter_next(it)) {
@@ -535,6 +593,9 @@ int cell_fsm_edge_outbox_read(struct cell_fsm *fsm, size_t max_halves, uint32_t 
             cap = ncap;
         }
         got[n++] = h;
+        if (seq >= last) {
+            break;
+        }
     }
     rv = cell_kv_iter_status(it);
     if (rv != 0) {

@@ -131,6 +131,16 @@ bool key_decode_pair(const void *raw, size_t len, uint8_t prefix, uint64_t *a, u
     return true;
 }
 
+bool key_decode_cell(const void *raw, size_t len, uint8_t prefix, uint32_t *cell_id)
+{
+    const uint8_t *p = raw;
+    if (len != KEY_CELL_LEN || p[0] != prefix) {
+        return false;
+    }
+    *cell_id = get_u32(p + 1);
+    return true;
+}
+
 bool key_decode_edge_outbox(const void *raw, size_t len, uint32_t *dest_cell, uint64_t *seq)
 {
     const uint8_t *p = raw;

@@ -19,6 +19,7 @@
  *   'X' seq                          MetadataRow (metadata outbox, see outbox.c)
  *   'Y' dest_cell(4) seq             EdgeHalf (edge outbox for dest_cell, see edges.c)
  *   'y' dest_cell(4)                 u64 BE: last edge seq assigned for dest_cell
+ *   'z' dest_cell(4)                 u64 BE: last edge seq acknowledged for dest_cell
  *   'Z' origin_cell(4)               u64 BE: last edge seq applied from origin_cell
  *   'R' client_id client_seq         StoredResult (idempotent retries)
  *   'r' ts_ms client_id client_seq   ""   time index over 'R' for expiry
@@ -48,6 +49,7 @@
 #define KEY_PREFIX_OUTBOX 'X'
 #define KEY_PREFIX_EDGE_OUTBOX 'Y'
 #define KEY_PREFIX_EDGE_SEQ 'y'
+#define KEY_PREFIX_EDGE_ACKED 'z'
 #define KEY_PREFIX_EDGE_APPLIED 'Z'
 #define KEY_PREFIX_RESULT 'R'
 #define KEY_PREFIX_RESULT_TIME 'r'
@@ -58,6 +60,8 @@
 #define KEY_SYS_APPLIED_INDEX "applied_index" /* node-local bookkeeping */
 #define KEY_SYS_NEXT_USER_SEQ "next_user_seq"
 #define KEY_SYS_OUTBOX_SEQ "outbox_seq" /* the last outbox seq assigned (0: none) */
+#define KEY_SYS_OUTBOX_ACKED "outbox_acked" /* the last outbox seq acknowledged */
+#define KEY_SYS_RESULTS_EXPIRED "results_expired" /* ts_ms of the last outcome expired */
 
 #define KEY_USERNAME_HASH_LEN 32
 #define KEY_ID_LEN 9           /* prefix + u64 */
@@ -93,8 +97,7 @@ void key_id(struct key *k, uint8_t prefix, uint64_t id);
 /* prefix + a + b: FOLLOWER, FOLLOWING, BLOCK, BLOCKED_BY, RESULT. */
 void key_pair(struct key *k, uint8_t prefix, uint64_t a, uint64_t b);
 
-/* prefix + cell_id (4 BE): EDGE_SEQ, EDGE_APPLIED, and the scan start of
- * one destination's EDGE_OUTBOX rows. */
+/* prefix + cell_id (4 BE): EDGE_SEQ, EDGE_ACKED, EDGE_APPLIED. */
 void key_cell(struct key *k, uint8_t prefix, uint32_t cell_id);
 
 /* 'Y' + dest_cell (4 BE) + seq (8 BE). */
@@ -114,6 +117,7 @@ void key_username_hash(const uint8_t *hmac_key, size_t hmac_key_len, const char 
  * expected prefix and length, false otherwise (outputs untouched). */
 bool key_decode_id(const void *raw, size_t len, uint8_t prefix, uint64_t *id);
 bool key_decode_pair(const void *raw, size_t len, uint8_t prefix, uint64_t *a, uint64_t *b);
+bool key_decode_cell(const void *raw, size_t len, uint8_t prefix, uint32_t *cell_id);
 bool key_decode_edge_outbox(const void *raw, size_t len, uint32_t *dest_cell, uint64_t *seq);
 bool key_decode_result_time(const void *raw, size_t len, int64_t *ts_ms, uint64_t *client_id,
                             uint64_t *client_seq);

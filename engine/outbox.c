@@ -8,6 +8,8 @@
  * cell and the metadata group, and none is announced that did not happen.
  *
  *   'S' outbox_seq   the last seq assigned (absent: 0)
+ *   'S' outbox_acked the last seq acknowledged (absent: none yet, or a
+ *                    database older than this key)
  *   'X' seq          packed geoscale.MetadataRow {seq, UserMetadata}
  *
  * A row is the user's metadata after the change, built field by field from
@@ -33,6 +35,12 @@
  * (GS_EINVAL) with nothing deleted. An ack deletes as many rows as it covers
  * in one entry: the shipper acks what it shipped, a bounded batch.
  *
+ * An ack starts its deletes after outbox_acked, never at the range's start:
+ * a deleted row stays in RocksDB as a tombstone until compaction, and a walk
+ * from seq 0 would step over every row acked since, in the memtable and in
+ * each level, on every ack. Without the key (a database written before it)
+ * the first ack walks from seq 1 once and records it.
+ *
  * The same ack may also carry {edge_dest_cell, edge_up_to_seq}: the edge
  * halves for that cell up to that seq are deleted the same way (edges.c).
  * Either part may be absent (0); both are checked before anything is
@@ -52,12 +60,7 @@ static int last_seq_get(struct cell_ctx *ctx, uint64_t *seq)
 {
     struct key k;
     key_system(&k, KEY_SYS_OUTBOX_SEQ);
-    int rv = cell_kv_get_u64(ctx, &k, seq);
-    if (rv == GS_ENOTFOUND) {
-        *seq = 0;
-        return 0;
-    }
-    return rv;
+    return cell_kv_get_u64_or_0(ctx, &k, seq);
 }
 
 int cell_outbox_append_profile(struct cell_ctx *ctx, uint64_t user_id, const Geoscale__Profile *p,
@@ -124,12 +127,17 @@ int cell_outbox_ack(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t *
 {
     const Geoscale__OutboxAckRequest *req = (const Geoscale__OutboxAckRequest *)msg;
     Geoscale__OutboxAckResponse resp = GEOSCALE__OUTBOX_ACK_RESPONSE__INIT;
-    uint64_t last = 0, deleted = 0, edge_deleted = 0;
+    uint64_t last = 0, acked = 0, deleted = 0, edge_deleted = 0;
+    struct key acked_key;
     uint8_t *out = NULL;
     size_t out_len = 0;
     int rv;
 
+    key_system(&acked_key, KEY_SYS_OUTBOX_ACKED);
     rv = last_seq_get(ctx, &last);
+    if (rv == 0) {
+        rv = cell_kv_get_u64_or_0(ctx, &acked_key, &acked);
+    }
     if (rv != 0) {
         goto out;
     }
@@ -143,12 +151,15 @@ int cell_outbox_ack(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t *
             goto out;
         }
     }
-    struct key first, last_key;
-    key_id(&first, KEY_PREFIX_OUTBOX, 0);
-    key_id(&last_key, KEY_PREFIX_OUTBOX, req->up_to_seq);
-    rv = req->up_to_seq != 0 ? cell_kv_delete_range(ctx, &first, &last_key, &deleted) : 0;
-    if (rv != 0) {
-        goto out;
+    if (req->up_to_seq > acked) {
+        struct key first, last_key;
+        key_id(&first, KEY_PREFIX_OUTBOX, acked + 1);
+        key_id(&last_key, KEY_PREFIX_OUTBOX, req->up_to_seq);
+        rv = cell_kv_delete_range(ctx, &first, &last_key, &deleted);
+        if (rv != 0) {
+            goto out;
+        }
+        cell_kv_put_u64(ctx, &acked_key, req->up_to_seq);
     }
     if (req->edge_up_to_seq != 0) {
         rv = cell_edge_ack_delete(ctx, req->edge_dest_cell, req->edge_up_to_seq, &edge_deleted);
@@ -193,6 +204,7 @@ int cell_fsm_outbox_read(struct cell_fsm *fsm, uint64_t after_seq, size_t max_ro
     Geoscale__MetadataRow **got = NULL;
     rocksdb_iterator_t *it = NULL;
     size_t n = 0, cap = 0, bytes = 0;
+    uint64_t last = 0;
     struct key start;
     int rv = 0;
 
@@ -201,6 +213,12 @@ int cell_fsm_outbox_read(struct cell_fsm *fsm, uint64_t after_seq, size_t max_ro
     *n_rows = 0;
     if (max_rows == 0 || after_seq == UINT64_MAX) {
         return 0;
+    }
+    /* The walk stops at the last row: the next key after it may be behind
+     * any number of tombstones. */
+    rv = last_seq_get(&ctx, &last);
+    if (rv != 0 || after_seq >= last) {
+        return rv;
     }
     key_id(&start, KEY_PREFIX_OUTBOX, after_seq + 1);
     it = cell_kv_iter(&ctx);
@@ -239,6 +257,9 @@ int cell_fsm_outbox_read(struct cell_fsm *fsm, uint64_t after_seq, size_t max_ro
         }
         got[n++] = row;
         bytes += vlen;
+        if (seq >= last) {
+            break;
+        }
     }
     rv = cell_kv_iter_status(it);
     if (rv != 0) {

@@ -16,7 +16,8 @@
  *     it means a replay that the index check turns into exactly-once);
  *   - idempotency rows: the outcome of a client command at 'R'+client_id+
  *     client_seq, with a time index 'r'+ts+client_id+client_seq expired by
- *     batch time, a bounded number per entry; a command above its client's
+ *     batch time, a bounded number per entry, each walk starting where the
+ *     last one stopped ('S' results_expired); a command above its client's
  *     mark (engine/rmarks.h) is new without a read of its row;
  *   - the apply loop: rsm_apply_entry() decodes an entry (engine/entry.h),
  *     runs its commands through the state machine's handler, answers
@@ -69,6 +70,10 @@ struct rsm {
     rocksdb_t *db; /* NULL only between detach and attach */
     rocksdb_options_t *options;
     rocksdb_readoptions_t *readopts;
+    /* rsm_iter_below()'s: its bound, read by RocksDB for as long as the
+     * iterator lives. */
+    rocksdb_readoptions_t *below_readopts;
+    struct key below;
     rocksdb_writeoptions_t *writeopts; /* sync = 0 */
     /* The current entry's writes: a write set; once the entry asks for an
      * iterator over the DB and its own writes (wbwi), also a
@@ -192,6 +197,10 @@ void rsm_delete(struct rsm *r, const struct key *k);
  * caller destroys it with rocksdb_iter_destroy() before the batch is
  * written again or the entry ends. Never NULL. */
 rocksdb_iterator_t *rsm_iter(struct rsm *r);
+/* The same, ending before `upper`. Where a walk ends at a key with deleted
+ * rows after it, RocksDB would otherwise step over their tombstones to the
+ * next live key. One such iterator at a time per rsm. */
+rocksdb_iterator_t *rsm_iter_below(struct rsm *r, const struct key *upper);
 /* GS_EIO if the iterator reported an error, else 0. */
 int rsm_iter_status(rocksdb_iterator_t *it);
 
@@ -221,13 +230,17 @@ int rsm_result_get(struct rsm *r, uint64_t client_id, uint64_t client_seq, bool 
                    uint8_t **body, size_t *len, struct rsm_result_form *form);
 
 /* Remember an outcome at batch time now_ms (the body only for status 0;
- * form NULL: the whole response). Inside an entry. 0 or GS_ENOMEM. */
+ * form NULL: the whole response), indexed at now_ms or, if the expiry has
+ * already passed it (a leader's clock behind), at the expiry's cursor.
+ * Inside an entry. 0, GS_ENOMEM or GS_EIO. */
 int rsm_result_put(struct rsm *r, int64_t now_ms, uint64_t client_id, uint64_t client_seq,
                    int status, const uint8_t *body, size_t len,
                    const struct rsm_result_form *form);
 
 /* Delete at most max remembered outcomes stored before now_ms - ttl_ms, the
- * oldest first. Inside an entry. 0 or GS_EIO. */
+ * oldest first, and record where the walk stopped: the next one starts
+ * there, not at the index's first key, so it steps over none of the
+ * tombstones the deletes before it left. Inside an entry. 0 or GS_EIO. */
 int rsm_results_expire(struct rsm *r, int64_t now_ms, int64_t ttl_ms, size_t max);
 
 /* ---------------------------------------------------------------- apply loop */

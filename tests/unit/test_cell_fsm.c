@@ -1123,12 +1123,13 @@ static void test_result_expiry(void **state)
     f->now += 3600 * 1000 - 1;
     assert_int_equal(write1(f, UNFOLLOW, 0, 0, &er.base, NULL), 0);
     assert_int_equal(digest(f).n, base.n + 600);
-    /* Past the hour: at most 256 per entry. */
+    /* Past the hour: at most 256 per entry; from the first, one more row
+     * says where the next walk starts ('S' results_expired). */
     f->now += 2;
     assert_int_equal(write1(f, UNFOLLOW, 0, 0, &er.base, NULL), 0);
-    assert_int_equal(digest(f).n, base.n + 600 - 512);
+    assert_int_equal(digest(f).n, base.n + 600 - 512 + 1);
     assert_int_equal(write1(f, UNFOLLOW, 0, 0, &er.base, NULL), 0);
-    assert_digest_equal(digest(f), base);
+    assert_int_equal(digest(f).n, base.n + 1);
 
     /* An expired key applies again. */
     assert_int_equal(write1(f, FOLLOW, 9, 1, &er.base, NULL), 0);

@@ -44,6 +44,7 @@ struct fx {
     struct directory_fsm *fsm;
     uint64_t index;
     int64_t now;
+    int64_t expires; /* the last reservation's expires_at_ms */
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -302,7 +303,7 @@ static int reserve(struct fx *f, unsigned seed, const char *region, uint64_t *us
     int rv = write1(f, K(RESERVE_USERNAME), &req.base, &r);
     if (rv == 0) {
         Geoscale__ReserveUsernameResponse *rr = (Geoscale__ReserveUsernameResponse *)r;
-        assert_int_equal(rr->expires_at_ms, f->now + TTL);
+        f->expires = rr->expires_at_ms;
         assert_int_equal(rr->user_id >> 40, rr->cell_id);
         if (user_id != NULL) {
             *user_id = rr->user_id;
@@ -851,6 +852,7 @@ static void test_expiry_and_reuse(void **state)
     struct digest base = digest(f);
     uint64_t a = 0, b = 0;
     assert_int_equal(reserve(f, 1, "eu", &a, NULL), 0);
+    assert_int_equal(f->expires, f->now + TTL);
     /* Held until TTL of batch time has passed. */
     f->now += TTL - 1;
     assert_int_equal(reserve(f, 1, "eu", NULL, NULL), GS_EEXIST);
@@ -875,6 +877,49 @@ static void test_expiry_and_reuse(void **state)
     cell_load(f, 1, &users, &reserved);
     assert_int_equal(users, 1);
     assert_int_equal(reserved, 0);
+}
+
+/* The expiry walks from where the last one reached, to the batch time: it
+ * steps over none of the tombstones of reservations confirmed before it,
+ * below or above. */
+static void test_expiry_skips_no_tombstone(void **state)
+{
+    struct fx *f = *state;
+    add_cell(f, 1, "eu");
+    uint64_t uid = 0;
+    for (unsigned i = 1; i <= 200; i++) {
+        assert_int_equal(reserve(f, i, "eu", &uid, NULL), 0);
+        assert_int_equal(f->expires, f->now + TTL);
+        assert_int_equal(confirm(f, i, uid), 0);
+        f->now += 10;
+    }
+    /* Half of the confirmed rows' index rows are behind the batch time. */
+    f->now = T0 + TTL + 1000;
+    tick(f);
+    rocksdb_perfcontext_t *pc = rocksdb_perfcontext_create();
+    rocksdb_set_perf_level(rocksdb_enable_count);
+    rocksdb_perfcontext_reset(pc);
+    f->now += 1;
+    tick(f);
+    uint64_t skipped = rocksdb_perfcontext_metric(pc, rocksdb_internal_delete_skipped_count);
+    rocksdb_set_perf_level(rocksdb_disable);
+    rocksdb_perfcontext_destroy(pc);
+    assert_true(skipped < 5); /* 200 when a walk starts at the index's first key */
+
+    /* A batch time behind the walk (a new leader's clock more than the TTL
+     * behind): the reservation expires where the walk will find it. */
+    int64_t reached = f->now;
+    f->now = T0;
+    assert_int_equal(reserve(f, 500, "eu", &uid, NULL), 0);
+    assert_int_equal(f->expires, reached);
+    uint64_t users = 0, reserved = 0;
+    cell_load(f, 1, &users, &reserved);
+    assert_int_equal(reserved, 1);
+    f->now = reached;
+    tick(f);
+    cell_load(f, 1, &users, &reserved);
+    assert_int_equal(reserved, 0);
+    assert_int_equal(users, 200);
 }
 
 /* More expired reservations than one entry deletes: the rest behave as
@@ -1096,10 +1141,12 @@ static void test_replay_and_idempotency(void **state)
     sr.region = "eu";
     ProtobufCMessage *r1 = NULL, *r2 = NULL;
     assert_int_equal(write1k(f, K(RESERVE_USERNAME), 42, 1, &sr.base, &r1), 0);
-    struct digest d = digest(f);
     /* A retry with the same idempotency key: the same answer, applied once
-     * (otherwise it would be EEXIST). */
+     * (otherwise it would be EEXIST). Compared with the state after an
+     * empty entry at its time (whose expiry records the time reached). */
     f->now += 1000;
+    tick(f);
+    struct digest d = digest(f);
     assert_int_equal(write1k(f, K(RESERVE_USERNAME), 42, 1, &sr.base, &r2), 0);
     assert_int_equal(((Geoscale__ReserveUsernameResponse *)r2)->user_id,
                      ((Geoscale__ReserveUsernameResponse *)r1)->user_id);
@@ -1294,7 +1341,9 @@ static void test_no_pii(void **state)
         case 'S':
             ok = key_is_system(k, len, KEY_SYS_SCHEMA) ||
                  key_is_system(k, len, "directory_shard") ||
-                 key_is_system(k, len, KEY_SYS_APPLIED_INDEX) || key_is_system(k, len, "version");
+                 key_is_system(k, len, KEY_SYS_APPLIED_INDEX) || key_is_system(k, len, "version") ||
+                 key_is_system(k, len, "reservations_expired") ||
+                 key_is_system(k, len, KEY_SYS_RESULTS_EXPIRED);
             break;
         case 'c':
         case 'q':
@@ -1555,6 +1604,7 @@ int main(void)
         T(test_release),
         T(test_expiry_and_reuse),
         T(test_expiry_bounded),
+        T(test_expiry_skips_no_tombstone),
         T(test_expired_takeover),
         T(test_version_bumps),
         T(test_routes_version),

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <rocksdb/c.h>
 
 #include "engine/cell_fsm.h"
 #include "engine/entry.h"
@@ -699,6 +700,47 @@ static void test_acks_delete(void **state)
     geoscale__outbox_read_response__free_unpacked(rd, NULL);
 }
 
+/* Reads and acks start after the halves acknowledged before: they step
+ * over none of their tombstones. */
+static void test_acks_skip_no_tombstone(void **state)
+{
+    struct fx *f = *state;
+    uint64_t a = create_user(&f->a, "alice"), b = create_user(&f->b, "bob"), deleted = 0;
+    for (int i = 0; i < 100; i++) { /* halves 1..200 for CELL_B */
+        assert_int_equal(edge(&f->a, FOLLOW, a, b, NULL), 0);
+        assert_int_equal(edge(&f->a, UNFOLLOW, a, b, NULL), 0);
+    }
+    assert_int_equal(edge(&f->a, FOLLOW, a, b, NULL), 0); /* 201 */
+    uint64_t c9 = UID_OF(9, 1);
+    for (int i = 0; i < 50; i++) { /* halves 1..100 for cell 9, after CELL_B's */
+        assert_int_equal(edge(&f->a, FOLLOW, a, c9, NULL), 0);
+        assert_int_equal(edge(&f->a, UNFOLLOW, a, c9, NULL), 0);
+    }
+    for (uint64_t seq = 1; seq <= 200; seq++) {
+        assert_int_equal(edge_ack(&f->a, CELL_B, seq, &deleted), 0);
+        assert_int_equal(deleted, 1);
+    }
+    assert_int_equal(edge_ack(&f->a, 9, 99, &deleted), 0);
+    assert_int_equal(deleted, 99);
+    rocksdb_perfcontext_t *pc = rocksdb_perfcontext_create();
+    rocksdb_set_perf_level(rocksdb_enable_count);
+    rocksdb_perfcontext_reset(pc);
+    Geoscale__OutboxReadResponse *rd = outbox_read(&f->a, 0, NULL, NULL);
+    assert_int_equal(rd->edge_dest_cell, CELL_B);
+    assert_int_equal(rd->n_edge_halves, 1);
+    assert_int_equal(rd->edge_halves[0]->seq, 201);
+    geoscale__outbox_read_response__free_unpacked(rd, NULL);
+    assert_int_equal(edge_ack(&f->a, CELL_B, 201, &deleted), 0);
+    assert_int_equal(deleted, 1);
+    uint64_t skipped = rocksdb_perfcontext_metric(pc, rocksdb_internal_delete_skipped_count);
+    rocksdb_set_perf_level(rocksdb_disable);
+    rocksdb_perfcontext_destroy(pc);
+    /* 400 when both walk from seq 0; 99 more when a walk goes past
+     * CELL_B's last half to cell 9's first */
+    assert_true(skipped < 5);
+    assert_int_equal(pending_halves(&f->a), 1);
+}
+
 /* A Raft entry replayed (restart) is skipped whole, EdgeApply included. */
 static void test_replay_skipped(void **state)
 {
@@ -943,6 +985,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_redelivery_applies_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gap_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_acks_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_acks_skip_no_tombstone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_halves_hold_no_pii, setup, teardown),
         cmocka_unit_test_setup_teardown(test_edge_apply_checks, setup, teardown),

@@ -109,6 +109,31 @@ struct digest {
     uint64_t n;
 };
 
+/* The results expiry's cursor as stored (0: none). */
+static int64_t expired_at(struct fx *f)
+{
+    struct key k;
+    uint64_t v = 0;
+    key_system(&k, KEY_SYS_RESULTS_EXPIRED);
+    int rv = rsm_get_u64(&f->r, &k, &v);
+    if (rv == GS_ENOTFOUND) {
+        return 0;
+    }
+    assert_int_equal(rv, 0);
+    return (int64_t)v;
+}
+
+/* Whether the DB itself holds k. */
+static bool db_has(struct fx *f, const struct key *k)
+{
+    char *err = NULL;
+    size_t len = 0;
+    char *v = rocksdb_get(f->r.db, f->r.readopts, (const char *)k->b, k->len, &len, &err);
+    assert_null(err);
+    rocksdb_free(v);
+    return v != NULL;
+}
+
 static struct digest digest(struct fx *f)
 {
     struct digest d;
@@ -705,11 +730,14 @@ static void test_results_expire(void **state)
     assert_int_equal(rsm_results_expire(&f->r, T0 + ttl, ttl, 100), 0);
     assert_int_equal(rsm_commit_entry(&f->r, 2), 0);
     assert_int_equal(digest(f).n, 2 + 20);
-    /* Bounded: at most 3 per call, the oldest first. */
+    assert_int_equal(expired_at(f), 0);
+    /* Bounded: at most 3 per call, the oldest first; the walk's cursor
+     * (one more row) is the time of the last row deleted. */
     assert_true(rsm_begin_entry(&f->r, 3));
     assert_int_equal(rsm_results_expire(&f->r, T0 + ttl + 1, ttl, 3), 0);
     assert_int_equal(rsm_commit_entry(&f->r, 3), 0);
-    assert_int_equal(digest(f).n, 2 + 14);
+    assert_int_equal(digest(f).n, 2 + 14 + 1);
+    assert_int_equal(expired_at(f), T0);
     bool found = true;
     int status = 0;
     uint8_t *body = NULL;
@@ -723,11 +751,64 @@ static void test_results_expire(void **state)
     assert_true(rsm_begin_entry(&f->r, 4));
     assert_int_equal(rsm_results_expire(&f->r, T0 + ttl + 1, ttl, 100), 0);
     assert_int_equal(rsm_commit_entry(&f->r, 4), 0);
-    assert_int_equal(digest(f).n, 2 + 10);
+    assert_int_equal(digest(f).n, 2 + 10 + 1);
     assert_true(rsm_begin_entry(&f->r, 5));
     assert_int_equal(rsm_results_expire(&f->r, T0 + 1000 + ttl + 1, ttl, 100), 0);
     assert_int_equal(rsm_commit_entry(&f->r, 5), 0);
-    assert_int_equal(digest(f).n, 2);
+    assert_int_equal(digest(f).n, 2 + 1);
+    assert_int_equal(expired_at(f), T0 + 1000);
+
+    /* A batch time behind the cursor (a new leader's clock behind) is
+     * indexed at the cursor, where the walk still finds it. */
+    assert_true(rsm_begin_entry(&f->r, 6));
+    assert_int_equal(rsm_result_put(&f->r, T0, 4, 11, 0, (const uint8_t *)"x", 1, NULL), 0);
+    assert_int_equal(rsm_commit_entry(&f->r, 6), 0);
+    struct key tk;
+    key_result_time(&tk, T0 + 1000, 4, 11);
+    assert_true(db_has(f, &tk));
+    assert_true(rsm_begin_entry(&f->r, 7));
+    assert_int_equal(rsm_results_expire(&f->r, T0 + 1000 + ttl + 1, ttl, 100), 0);
+    assert_int_equal(rsm_commit_entry(&f->r, 7), 0);
+    assert_false(db_has(f, &tk));
+    assert_int_equal(digest(f).n, 2 + 1);
+}
+
+/* Expiry starts where the last one stopped: it steps over none of the
+ * tombstones of the rows expired before it, however many. */
+static void test_results_expire_skips_no_tombstone(void **state)
+{
+    struct fx *f = *state;
+    const int64_t ttl = 60000;
+    uint64_t index = 1;
+    for (uint64_t s = 1; s <= 400; s += 4) {
+        assert_true(rsm_begin_entry(&f->r, index));
+        for (uint64_t i = 0; i < 4; i++) {
+            int64_t ts = T0 + (int64_t)(s + i);
+            assert_int_equal(rsm_result_put(&f->r, ts, 4, s + i, 0, (const uint8_t *)"x", 1, NULL), 0);
+        }
+        assert_int_equal(rsm_commit_entry(&f->r, index), 0);
+        index++;
+    }
+    /* 400 rows, expired 8 per entry: 392 tombstones before the last walk. */
+    for (int e = 0; e < 49; e++) {
+        assert_true(rsm_begin_entry(&f->r, index));
+        assert_int_equal(rsm_results_expire(&f->r, T0 + 1000 + ttl, ttl, 8), 0);
+        assert_int_equal(rsm_commit_entry(&f->r, index), 0);
+        index++;
+    }
+    assert_int_equal(expired_at(f), T0 + 392);
+    rocksdb_perfcontext_t *pc = rocksdb_perfcontext_create();
+    rocksdb_set_perf_level(rocksdb_enable_count);
+    rocksdb_perfcontext_reset(pc);
+    assert_true(rsm_begin_entry(&f->r, index));
+    assert_int_equal(rsm_results_expire(&f->r, T0 + 1000 + ttl, ttl, 8), 0);
+    assert_int_equal(rsm_commit_entry(&f->r, index), 0);
+    uint64_t skipped = rocksdb_perfcontext_metric(pc, rocksdb_internal_delete_skipped_count);
+    rocksdb_set_perf_level(rocksdb_disable);
+    rocksdb_perfcontext_destroy(pc);
+    assert_true(skipped < 5); /* 784 ('R' and 'r') when a walk starts at the index's first key */
+    assert_int_equal(expired_at(f), T0 + 400);
+    assert_int_equal(digest(f).n, 2 + 1);
 }
 
 /* ---------------------------------------------------------------- checkpoint hooks */
@@ -1164,6 +1245,7 @@ int main(void)
         T(test_digest_off_thread),
         T(test_results),
         T(test_results_expire),
+        T(test_results_expire_skips_no_tombstone),
         T(test_result_marks),
         T(test_apply_entry_partial_outcome),
         T(test_detach_attach),

@@ -129,6 +129,7 @@ int cell_fsm_open(const struct cell_fsm_options *opts, struct cell_fsm **out, ch
     memcpy(fsm->username_key, opts->username_key, opts->username_key_len);
     fsm->username_key_len = opts->username_key_len;
     memcpy(fsm->region, region, strlen(region) + 1);
+    fsm->lone = opts->lone;
 
     struct rsm_options ro = {.db_path = opts->db_path,
                              .compression = opts->compression,
@@ -232,6 +233,15 @@ static bool is_remembered(uint32_t method)
     return info == NULL || info->kind != METHOD_KIND_READ;
 }
 
+/* Per entry, before the stored results expire: a lone cell drains the
+ * outbox rows of its past (outbox.c). */
+static int begin_entry(void *vctx, int64_t now_ms)
+{
+    struct cell_ctx *ctx = vctx;
+    ctx->now_ms = now_ms;
+    return ctx->fsm->lone ? cell_outbox_drain(ctx) : 0;
+}
+
 static const struct rsm_apply_spec apply_spec = {
     .log_name = "cell",
     .log_id = "cell",
@@ -239,7 +249,7 @@ static const struct rsm_apply_spec apply_spec = {
     .is_fatal = is_fatal,
     .remembered = is_remembered,
     .restore = restore_response,
-    .begin = NULL,
+    .begin = begin_entry,
     .result_ttl_ms = CELL_RESULT_TTL_MS,
     .result_expire_max = CELL_RESULT_EXPIRE_MAX,
 };

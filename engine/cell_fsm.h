@@ -62,6 +62,11 @@ struct cell_fsm_options {
                                      outbox rows; a CreateUser naming another
                                      region is refused (GS_EWRONGCELL). Every
                                      replica of a cell must be given the same. */
+    bool lone;                    /* a lone cell (geoscaled --config): no
+                                     metadata group reads its outbox, so it
+                                     writes none, and drains the rows a
+                                     database holds from before (outbox.c).
+                                     Every replica must be given the same. */
 };
 
 /* Result of one command. `body` is a packed protobuf response message (the

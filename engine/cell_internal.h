@@ -64,6 +64,7 @@ struct cell_fsm {
     uint8_t username_key[64];
     size_t username_key_len;
     char region[CELL_REGION_MAX + 1]; /* "" for a lone cell */
+    bool lone;                        /* cell_fsm_options.lone */
 };
 
 /* The cell a user id belongs to. */
@@ -187,6 +188,9 @@ int cell_edge_exists(struct cell_ctx *ctx, uint8_t prefix, uint64_t a, uint64_t 
  * last, once per changed user. Returns 0, or a fatal code: GS_ENOMEM, or
  * GS_EIO (also when the user has no profile: a broken invariant). */
 int cell_outbox_append(struct cell_ctx *ctx, uint64_t user_id);
+/* outbox.c: a lone cell's, per entry: delete at most CELL_OUTBOX_DRAIN_MAX
+ * of the rows written before it was lone. 0 or GS_EIO / GS_ENOMEM. */
+int cell_outbox_drain(struct cell_ctx *ctx);
 /* The same, from the user's profile and counters as the command just wrote
  * them (no read of either): p's status, plan, created_at and version. */
 int cell_outbox_append_profile(struct cell_ctx *ctx, uint64_t user_id, const Geoscale__Profile *p,

@@ -41,6 +41,11 @@
  * each level, on every ack. Without the key (a database written before it)
  * the first ack walks from seq 1 once and records it.
  *
+ * A lone cell (cell_fsm_options.lone) has no metadata group to ship to, so
+ * it writes no rows (they would pile up forever, a row per change), and
+ * drains the rows of a database written before: each entry first deletes
+ * at most CELL_OUTBOX_DRAIN_MAX of them, as an ack would.
+ *
  * The same ack may also carry {edge_dest_cell, edge_up_to_seq}: the edge
  * halves for that cell up to that seq are deleted the same way (edges.c).
  * Either part may be absent (0); both are checked before anything is
@@ -53,6 +58,8 @@
 #include "cell_internal.h"
 #include "geoscale/errors.h"
 #include "log.h"
+
+#define CELL_OUTBOX_DRAIN_MAX 256
 
 /* ---------------------------------------------------------------- apply side */
 
@@ -70,6 +77,9 @@ int cell_outbox_append_profile(struct cell_ctx *ctx, uint64_t user_id, const Geo
     Geoscale__MetadataRow row = GEOSCALE__METADATA_ROW__INIT;
     struct key k;
     uint64_t seq = 0;
+    if (ctx->fsm->lone) {
+        return 0;
+    }
     int rv = last_seq_get(ctx, &seq);
     if (rv != 0) {
         return rv;
@@ -98,6 +108,9 @@ int cell_outbox_append_profile(struct cell_ctx *ctx, uint64_t user_id, const Geo
 
 int cell_outbox_append(struct cell_ctx *ctx, uint64_t user_id)
 {
+    if (ctx->fsm->lone) {
+        return 0; /* before the profile's read */
+    }
     ProtobufCMessage *m = NULL;
     struct key k;
     uint64_t followers = 0, following = 0;
@@ -123,20 +136,65 @@ int cell_outbox_append(struct cell_ctx *ctx, uint64_t user_id)
     return rv;
 }
 
+/* Delete the rows after the last acknowledged up to up_to (at most the last
+ * seq assigned), and record up_to as acknowledged. *deleted: how many. */
+static int outbox_delete_through(struct cell_ctx *ctx, uint64_t acked, uint64_t up_to,
+                                 uint64_t *deleted)
+{
+    struct key first, last_key, acked_key;
+    *deleted = 0;
+    if (up_to <= acked) {
+        return 0;
+    }
+    key_id(&first, KEY_PREFIX_OUTBOX, acked + 1);
+    key_id(&last_key, KEY_PREFIX_OUTBOX, up_to);
+    int rv = cell_kv_delete_range(ctx, &first, &last_key, deleted);
+    if (rv == 0) {
+        key_system(&acked_key, KEY_SYS_OUTBOX_ACKED);
+        cell_kv_put_u64(ctx, &acked_key, up_to);
+    }
+    return rv;
+}
+
+static int acked_get(struct cell_ctx *ctx, uint64_t *acked)
+{
+    struct key k;
+    key_system(&k, KEY_SYS_OUTBOX_ACKED);
+    return cell_kv_get_u64_or_0(ctx, &k, acked);
+}
+
+int cell_outbox_drain(struct cell_ctx *ctx)
+{
+    uint64_t last = 0, acked = 0, deleted = 0;
+    int rv = last_seq_get(ctx, &last);
+    if (rv == 0 && last > 0) {
+        rv = acked_get(ctx, &acked);
+    }
+    if (rv != 0 || acked >= last) {
+        return rv;
+    }
+    uint64_t up_to = last - acked > CELL_OUTBOX_DRAIN_MAX ? acked + CELL_OUTBOX_DRAIN_MAX : last;
+    rv = outbox_delete_through(ctx, acked, up_to, &deleted);
+    if (rv == 0) {
+        log_info("cell", "event=outbox_drained cell=%u up_to_seq=%llu deleted=%llu last_seq=%llu",
+                 ctx->fsm->cell_id, (unsigned long long)up_to, (unsigned long long)deleted,
+                 (unsigned long long)last);
+    }
+    return rv;
+}
+
 int cell_outbox_ack(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t **body, size_t *len)
 {
     const Geoscale__OutboxAckRequest *req = (const Geoscale__OutboxAckRequest *)msg;
     Geoscale__OutboxAckResponse resp = GEOSCALE__OUTBOX_ACK_RESPONSE__INIT;
     uint64_t last = 0, acked = 0, deleted = 0, edge_deleted = 0;
-    struct key acked_key;
     uint8_t *out = NULL;
     size_t out_len = 0;
     int rv;
 
-    key_system(&acked_key, KEY_SYS_OUTBOX_ACKED);
     rv = last_seq_get(ctx, &last);
     if (rv == 0) {
-        rv = cell_kv_get_u64_or_0(ctx, &acked_key, &acked);
+        rv = acked_get(ctx, &acked);
     }
     if (rv != 0) {
         goto out;
@@ -151,15 +209,9 @@ int cell_outbox_ack(struct cell_ctx *ctx, const ProtobufCMessage *msg, uint8_t *
             goto out;
         }
     }
-    if (req->up_to_seq > acked) {
-        struct key first, last_key;
-        key_id(&first, KEY_PREFIX_OUTBOX, acked + 1);
-        key_id(&last_key, KEY_PREFIX_OUTBOX, req->up_to_seq);
-        rv = cell_kv_delete_range(ctx, &first, &last_key, &deleted);
-        if (rv != 0) {
-            goto out;
-        }
-        cell_kv_put_u64(ctx, &acked_key, req->up_to_seq);
+    rv = outbox_delete_through(ctx, acked, req->up_to_seq, &deleted);
+    if (rv != 0) {
+        goto out;
     }
     if (req->edge_up_to_seq != 0) {
         rv = cell_edge_ack_delete(ctx, req->edge_dest_cell, req->edge_up_to_seq, &edge_deleted);

@@ -99,7 +99,8 @@ static void node_sm_close(enum method_group slot, void *sm)
 }
 
 static int node_sm_open(const struct node_config *cfg, const struct node_group_spec *spec,
-                        const char *db_path, void **sm, char *errmsg, size_t errmsg_len)
+                        bool lone, const char *db_path, void **sm, char *errmsg,
+                        size_t errmsg_len)
 {
     switch (spec->slot) {
     case METHOD_GROUP_CELL: {
@@ -110,6 +111,7 @@ static int node_sm_open(const struct node_config *cfg, const struct node_group_s
             .username_key_len = cfg->username_hash_key_len,
             .compression = cfg->compression,
             .region = cfg->region,
+            .lone = lone,
         };
         return cell_fsm_open(&o, (struct cell_fsm **)sm, errmsg, errmsg_len);
     }
@@ -231,7 +233,7 @@ static int node_start_group(struct gs_node *node, const struct node_group_spec *
                   raft_dir, strerror(-rv));
         return GS_EIO;
     }
-    rv = node_sm_open(cfg, spec, db_path, &ng->sm, errmsg, sizeof errmsg);
+    rv = node_sm_open(cfg, spec, node->cluster == NULL, db_path, &ng->sm, errmsg, sizeof errmsg);
     if (rv != 0) {
         ng->sm = NULL;
         log_error("node", "event=start_failed group=%s step=state_machine code=%s detail=\"%s\"",

@@ -65,14 +65,15 @@ static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *
     return remove(p);
 }
 
-static struct cell_fsm *open_region(const char *path, const char *region)
+static struct cell_fsm *open_cell(const char *path, const char *region, bool lone)
 {
     struct cell_fsm_options o = {.db_path = path,
                                  .cell_id = CELL,
                                  .username_key = hmac_key,
                                  .username_key_len = sizeof hmac_key,
                                  .compression = false,
-                                 .region = region};
+                                 .region = region,
+                                 .lone = lone};
     struct cell_fsm *fsm = NULL;
     char err[256];
     int rv = cell_fsm_open(&o, &fsm, err, sizeof err);
@@ -80,6 +81,11 @@ static struct cell_fsm *open_region(const char *path, const char *region)
         fail_msg("open: %s (%s)", gs_error_name(rv), err);
     }
     return fsm;
+}
+
+static struct cell_fsm *open_region(const char *path, const char *region)
+{
+    return open_cell(path, region, false);
 }
 
 static void fx_init(struct fx *f, const char *region)
@@ -736,6 +742,54 @@ static void test_ack_skips_no_tombstone(void **state)
     assert_pending(f, 402, 402);
 }
 
+/* A lone cell writes no rows: no metadata group would ever read them. */
+static void test_lone_writes_none(void **state)
+{
+    struct fx *f = *state;
+    cell_fsm_close(f->fsm);
+    f->fsm = open_cell(f->path, REGION, true);
+    uint64_t a = create_user(f, "alice"), b = create_user(f, "bob");
+    assert_int_equal(edge(f, FOLLOW, a, b), 0);
+    Geoscale__UpdateUserRequest ur = GEOSCALE__UPDATE_USER_REQUEST__INIT;
+    Geoscale__ProfileField field = GEOSCALE__PROFILE_FIELD__PROFILE_FIELD_BIO;
+    ur.user_id = a;
+    ur.n_fields = 1;
+    ur.fields = &field;
+    ur.bio = "hello";
+    assert_int_equal(write1(f, UPDATE, &ur.base, NULL), 0);
+    assert_pending(f, 1, 0);
+    assert_int_equal(cell_fsm_outbox_last_seq(f->fsm), 0);
+}
+
+/* Reopened as a lone cell, a database with rows drains them, a bounded
+ * number per entry, and keeps its seq. */
+static void test_lone_drains(void **state)
+{
+    struct fx *f = *state;
+    uint64_t a = create_user(f, "alice"), b = create_user(f, "bob");
+    for (int i = 0; i < 75; i++) { /* rows 3..302 */
+        assert_int_equal(edge(f, FOLLOW, a, b), 0);
+        assert_int_equal(edge(f, UNFOLLOW, a, b), 0);
+    }
+    uint64_t deleted = 0;
+    assert_int_equal(ack(f, 10, &deleted), 0);
+    assert_pending(f, 11, 302);
+    cell_fsm_close(f->fsm);
+    f->fsm = open_cell(f->path, REGION, true);
+    assert_pending(f, 11, 302);
+    /* Each entry first deletes at most 256, oldest first. */
+    assert_int_equal(edge(f, FOLLOW, a, b), 0);
+    assert_pending(f, 267, 302);
+    assert_int_equal(edge(f, UNFOLLOW, a, b), 0);
+    assert_pending(f, 1, 0);
+    assert_int_equal(cell_fsm_outbox_last_seq(f->fsm), 302);
+    /* Opened as a cell of a cluster again, it goes on from there. */
+    cell_fsm_close(f->fsm);
+    f->fsm = open_region(f->path, REGION);
+    assert_int_equal(edge(f, FOLLOW, a, b), 0);
+    assert_pending(f, 303, 304);
+}
+
 /* A replayed entry (index <= applied_index) writes no row. */
 static void test_replay_leaves_outbox(void **state)
 {
@@ -813,6 +867,7 @@ int main(void)
         T(test_rows_with_changes),    T(test_no_row_without_change), T(test_rows_hold_no_pii),
         T(test_seq_increasing),       T(test_read_paging),           T(test_ack),
         T(test_ack_skips_no_tombstone), T(test_replay_leaves_outbox), T(test_replicas_same_digest),
+        T(test_lone_writes_none),     T(test_lone_drains),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

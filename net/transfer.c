@@ -52,7 +52,9 @@ struct transfer_work {
     char root[CONFIG_PATH_MAX + 16];
     const char *kind;  /* of the group (static): its checkpoints say the same */
     uint32_t group_id; /* the cell id; 0 for directory and metadata */
+    int slot;          /* the group's METHOD_GROUP_* on this node */
     /* result, filled on the pool thread */
+    uint64_t want_index; /* no checkpoint this new: ask the group for one */
     int status;
     uint8_t *body;
     size_t len;
@@ -226,6 +228,9 @@ static void transfer_info(struct transfer_work *w, const Geoscale__CheckpointInf
     int rv = checkpoint_latest(w->root, &info, errmsg, sizeof errmsg);
     if (rv != 0) {
         w->status = rv;
+        if (rv == GS_ENOTFOUND) {
+            w->want_index = rq->min_index > 0 ? rq->min_index : 1;
+        }
         return;
     }
     if (strcmp(info.kind, w->kind) != 0 || info.identity != w->group_id) {
@@ -236,7 +241,10 @@ static void transfer_info(struct transfer_work *w, const Geoscale__CheckpointInf
         return;
     }
     if (info.applied_index < rq->min_index) {
+        /* Snapshots make checkpoints seldom (raft/group.c): one this new
+         * is made on request, for the puller's next try. */
         checkpoint_info_free(&info);
+        w->want_index = rq->min_index;
         w->status = GS_ENOTFOUND;
         return;
     }
@@ -310,6 +318,9 @@ static void transfer_after_cb(uv_work_t *work, int status)
     if (status != 0 && w->status == 0) {
         w->status = GS_ESHUTDOWN; /* cancelled */
     }
+    if (w->want_index != 0 && srv->groups[w->slot] != NULL) {
+        group_want_checkpoint(srv->groups[w->slot], w->want_index);
+    }
     if (req->state == REQ_ORPHANED) {
         request_release(req);
     } else {
@@ -368,6 +379,10 @@ static int transfer_admit(struct server *srv, struct server_request *req, struct
     snprintf(w->root, sizeof w->root, "%s", t->root);
     w->kind = t->kind;
     w->group_id = cell_id;
+    w->slot = group == GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__DIRECTORY ? METHOD_GROUP_DIRECTORY
+              : group == GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__METADATA
+                  ? METHOD_GROUP_METADATA
+                  : METHOD_GROUP_CELL;
 out:
     free(t);
     free(view);

@@ -200,6 +200,12 @@ struct group {
      * CKPT_RETRY_MIN_MS to CKPT_RETRY_MAX_MS (loop time). */
     uint64_t ckpt_retry_at;
     uint64_t ckpt_backoff_ms;
+    /* Checkpoints for replicas that pull a snapshot: one at a snapshot at
+     * most every GROUP_CHECKPOINT_EVERY_MS, and one on request when a puller
+     * needs a newer one than the latest (group_want_checkpoint). */
+    uint64_t ckpt_made_ms;          /* loop time of the last one; 0: none */
+    uint64_t ckpt_made_index;       /* the applied index it holds */
+    _Atomic uint64_t ckpt_wanted;   /* the highest index a puller asked for */
     uint64_t snapshot_deferred_at;   /* loop time of the first deferral; 0: none */
     uint64_t snapshot_deferred_last; /* loop time of the latest deferral */
 
@@ -449,6 +455,12 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
 
 #define CKPT_RETRY_MIN_MS 1000
 #define CKPT_RETRY_MAX_MS 60000
+/* A snapshot makes a checkpoint only if the last is this old. Making one
+ * copies RocksDB's live WAL (up to the memtables' size) on the loop thread:
+ * 40-150 ms at every snapshot under load, every few seconds, on every node
+ * at once. A replica that pulls a snapshot asks for a checkpoint at least as
+ * new as its manifest, made then (group_want_checkpoint). */
+#define GROUP_CHECKPOINT_EVERY_MS 30000
 
 /* A snapshot waits on the loop thread for the applier to catch up with
  * libraft. With more than SNAPSHOT_DRAIN_BYTES queued (tens of ms of
@@ -467,6 +479,58 @@ static uint64_t snapshot_backoff(struct group *g, uint64_t now)
                              : 2 * g->ckpt_backoff_ms;
     g->ckpt_retry_at = now + g->ckpt_backoff_ms;
     return g->ckpt_backoff_ms;
+}
+
+/* Make a checkpoint of the state machine as it stands: on the loop thread,
+ * the applier drained (nothing else writes the DB meanwhile). 0, or
+ * GS_E* logged with the next try's wait. */
+static int group_make_checkpoint(struct group *g, uint64_t now)
+{
+    char errmsg[256];
+    int rv = checkpoint_create(g->cfg.ops->rsm(g->cfg.sm), g->checkpoint_dir, NULL, errmsg,
+                               sizeof errmsg);
+    if (rv != 0) {
+        log_error("group", "event=checkpoint_failed code=%s detail=\"%s\" retry_in_ms=%" PRIu64,
+                  gs_error_name(rv), errmsg, snapshot_backoff(g, now));
+        return rv;
+    }
+    g->ckpt_backoff_ms = 0;
+    g->ckpt_made_ms = now > 0 ? now : 1;
+    g->ckpt_made_index = g->cfg.ops->applied_index(g->cfg.sm);
+    return 0;
+}
+
+static bool group_keeps_checkpoints(const struct group *g)
+{
+    return g->checkpoint_dir != NULL && g->cfg.ops->rsm != NULL;
+}
+
+void group_want_checkpoint(struct group *g, uint64_t min_index)
+{
+    uint64_t cur = atomic_load(&g->ckpt_wanted);
+    while (cur < min_index && !atomic_compare_exchange_weak(&g->ckpt_wanted, &cur, min_index)) {
+    }
+}
+
+/* On the tick: a checkpoint a puller asked for, once this replica has
+ * applied that far. */
+static void group_checkpoint_on_demand(struct group *g, uint64_t now)
+{
+    uint64_t wanted = atomic_load(&g->ckpt_wanted);
+    if (wanted <= g->ckpt_made_index || !group_keeps_checkpoints(g) || g->stopping ||
+        now < g->ckpt_retry_at || raft_last_applied(&g->raft) < wanted) {
+        return;
+    }
+    uint64_t t0 = uv_hrtime();
+    applier_drain(&g->applier);
+    uint64_t t1 = uv_hrtime();
+    if (group_make_checkpoint(g, now) == 0) {
+        log_info("group",
+                 "event=checkpoint_on_demand kind=%s wanted_index=%" PRIu64
+                 " applied_index=%" PRIu64 " drain_ms=%" PRIu64 " checkpoint_ms=%" PRIu64,
+                 g->cfg.ops->kind, wanted, g->ckpt_made_index, (t1 - t0) / 1000000,
+                 (uv_hrtime() - t1) / 1000000);
+    }
 }
 
 static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n_bufs)
@@ -503,16 +567,12 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
                   gs_error_name(rv), snapshot_backoff(g, now));
         return RAFT_IOERR;
     }
-    if (g->checkpoint_dir != NULL && g->cfg.ops->rsm != NULL) {
-        /* Without a checkpoint, a replica sent this snapshot could not get
-         * the data: keep the log instead. */
-        char errmsg[256];
-        rv = checkpoint_create(g->cfg.ops->rsm(g->cfg.sm), g->checkpoint_dir, NULL, errmsg,
-                               sizeof errmsg);
-        if (rv != 0) {
-            log_error("group",
-                      "event=checkpoint_failed code=%s detail=\"%s\" retry_in_ms=%" PRIu64,
-                      gs_error_name(rv), errmsg, snapshot_backoff(g, now));
+    if (group_keeps_checkpoints(g) &&
+        (g->ckpt_made_ms == 0 || now - g->ckpt_made_ms >= GROUP_CHECKPOINT_EVERY_MS ||
+         atomic_load(&g->ckpt_wanted) > g->ckpt_made_index)) {
+        /* A checkpoint that cannot be made now will likely fail on
+         * demand too: keep the log instead, for replicas to catch up from. */
+        if (group_make_checkpoint(g, now) != 0) {
             return RAFT_IOERR;
         }
     }
@@ -1040,6 +1100,7 @@ static void group_tick_cb(uv_timer_t *timer)
     }
     g->last_tick = now;
     g->last_tick_push_wait_ns = push_wait_ns;
+    group_checkpoint_on_demand(g, now);
     if (log_budget_update(&g->log_budget)) {
         raft_set_snapshot_threshold(&g->raft, g->log_budget.threshold);
         raft_set_snapshot_trailing(&g->raft, g->log_budget.trailing);

@@ -8,7 +8,9 @@
  * no longer holds what the follower misses. On restart, the follower gets a
  * snapshot manifest, pulls the leader's checkpoint (CheckpointInfo,
  * CheckpointChunk), verifies and installs it: its log says so, and all three
- * replicas converge to one digest. A CheckpointInfo for another cell id is
+ * replicas converge to one digest. Snapshots made a checkpoint only at the
+ * first (one at most every 30 s): the one pulled is made when the lagging
+ * node asks for it. A CheckpointInfo for another cell id is
  * refused with PERMISSION_DENIED.
  *
  * A second test breaks one node's checkpoint directory (a file where the
@@ -188,6 +190,12 @@ static void test_snapshot_install(void **state)
     /* It caught up by checkpoint, not by log replay. */
     assert_true(log_contains(c, lagging, "event=restore_pull"));
     assert_true(log_contains(c, lagging, "event=installed"));
+    /* Made when it was asked for: the snapshots since the first made none
+     * (one at most every 30 s), so the first had an older one. */
+    assert_true(log_contains(c, leader, "event=checkpoint_on_demand") ||
+                log_contains(c, other, "event=checkpoint_on_demand"));
+    assert_true(log_count(c, leader, "event=checkpoint create") +
+                    log_count(c, other, "event=checkpoint create") <= 6);
     c->passed = 1;
 }
 

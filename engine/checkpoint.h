@@ -11,7 +11,9 @@
  *   serving side                          receiving side
  *   ------------                          --------------
  *   checkpoint_create(rsm)                (restore() got a newer manifest)
- *     on the loop thread, at snapshot
+ *     on the loop thread: at a snapshot
+ *     at most every 30 s, and when a
+ *     puller needs a newer one
  *   checkpoint_latest() / _load()   --->  checkpoint_receive_begin(info)
  *     file list, sizes, BLAKE2b-256
  *   checkpoint_read_chunk()         --->  checkpoint_receive_write() per chunk

@@ -40,7 +40,8 @@ struct group_sm_ops {
 
     /* The state machine's base (engine/rsm.h): the group keeps RocksDB
      * checkpoints of it for peers to pull (engine/checkpoint.h,
-     * checkpoint_create() at every snapshot) and installs a peer's into it
+     * checkpoint_create() at a snapshot at most every 30 s, and when a
+     * puller asks for a newer one) and installs a peer's into it
      * (checkpoint_install()) when restore() gets a manifest newer than its
      * state. The same for every kind of group. NULL (test tables only): no
      * checkpoints, and a replica sent a snapshot newer than its state cannot

@@ -166,17 +166,7 @@ static int counter_bump(struct dir_ctx *ctx, const char *name, uint64_t *value)
 
 int dir_reservations_expired_get(struct dir_ctx *ctx, int64_t *ts_ms)
 {
-    struct key k;
-    uint64_t v = 0;
-    key_system(&k, DIR_SYS_RESERVATIONS_EXPIRED);
-    int rv = rsm_get_u64(&ctx->fsm->rsm, &k, &v);
-    if (rv == 0) {
-        *ts_ms = (int64_t)v;
-    } else if (rv == GS_ENOTFOUND) {
-        *ts_ms = INT64_MIN;
-        rv = 0;
-    }
-    return rv;
+    return rsm_get_sys_time(&ctx->fsm->rsm, DIR_SYS_RESERVATIONS_EXPIRED, ts_ms);
 }
 
 int dir_version_get(struct dir_ctx *ctx, uint64_t *version)

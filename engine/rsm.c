@@ -882,13 +882,11 @@ int rsm_result_get(struct rsm *r, uint64_t client_id, uint64_t client_seq, bool 
     return 0;
 }
 
-/* The batch time of the last outcome expired (INT64_MIN: none, or a DB
- * older than the key). 0 or GS_EIO. */
-static int results_expired_get(struct rsm *r, int64_t *ts_ms)
+int rsm_get_sys_time(struct rsm *r, const char *name, int64_t *ts_ms)
 {
     struct key k;
     uint64_t v = 0;
-    key_system(&k, KEY_SYS_RESULTS_EXPIRED);
+    key_system(&k, name);
     int rv = rsm_get_u64(r, &k, &v);
     if (rv == 0) {
         *ts_ms = (int64_t)v;
@@ -897,6 +895,13 @@ static int results_expired_get(struct rsm *r, int64_t *ts_ms)
         rv = 0;
     }
     return rv;
+}
+
+/* The batch time of the last outcome expired (INT64_MIN: none, or a DB
+ * older than the key). 0 or GS_EIO. */
+static int results_expired_get(struct rsm *r, int64_t *ts_ms)
+{
+    return rsm_get_sys_time(r, KEY_SYS_RESULTS_EXPIRED, ts_ms);
 }
 
 int rsm_result_put(struct rsm *r, int64_t now_ms, uint64_t client_id, uint64_t client_seq,

@@ -229,6 +229,10 @@ uint64_t rsm_request_hash(const uint8_t *body, size_t len);
 int rsm_result_get(struct rsm *r, uint64_t client_id, uint64_t client_seq, bool *found, int *status,
                    uint8_t **body, size_t *len, struct rsm_result_form *form);
 
+/* A batch time stored as 'S' name (a u64 BE of the int64): 0 with *ts_ms,
+ * INT64_MIN when absent; or GS_EIO. */
+int rsm_get_sys_time(struct rsm *r, const char *name, int64_t *ts_ms);
+
 /* Remember an outcome at batch time now_ms (the body only for status 0;
  * form NULL: the whole response), indexed at now_ms or, if the expiry has
  * already passed it (a leader's clock behind), at the expiry's cursor.

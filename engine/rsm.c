@@ -389,6 +389,7 @@ bool rsm_begin_entry(struct rsm *r, uint64_t index)
     wset_reset(&r->ws);
     r->wbwi = false;
     r->entry_error = 0;
+    r->expired_known = false;
     r->in_entry = true;
     return true;
 }
@@ -898,10 +899,19 @@ int rsm_get_sys_time(struct rsm *r, const char *name, int64_t *ts_ms)
 }
 
 /* The batch time of the last outcome expired (INT64_MIN: none, or a DB
- * older than the key). 0 or GS_EIO. */
+ * older than the key), read once per entry: only rsm_results_expire()
+ * writes it, and it keeps the entry's copy current. 0 or GS_EIO. */
 static int results_expired_get(struct rsm *r, int64_t *ts_ms)
 {
-    return rsm_get_sys_time(r, KEY_SYS_RESULTS_EXPIRED, ts_ms);
+    if (!r->expired_known) {
+        int rv = rsm_get_sys_time(r, KEY_SYS_RESULTS_EXPIRED, &r->expired_ms);
+        if (rv != 0) {
+            return rv;
+        }
+        r->expired_known = true;
+    }
+    *ts_ms = r->expired_ms;
+    return 0;
 }
 
 int rsm_result_put(struct rsm *r, int64_t now_ms, uint64_t client_id, uint64_t client_seq,
@@ -1000,6 +1010,7 @@ int rsm_results_expire(struct rsm *r, int64_t now_ms, int64_t ttl_ms, size_t max
         struct key k;
         key_system(&k, KEY_SYS_RESULTS_EXPIRED);
         rsm_put_u64(r, &k, (uint64_t)expired);
+        r->expired_ms = expired;
     }
     free(found);
     return 0;

@@ -89,6 +89,10 @@ struct rsm {
     char *db_path;                     /* owned */
     uint64_t applied_index;            /* cache of 'S' applied_index */
     bool in_entry;                     /* between begin_entry and commit/abort */
+    /* 'S' results_expired as the current entry sees it, read at most once
+     * per entry (rsm_result_put needs it for every command) */
+    bool expired_known;
+    int64_t expired_ms;
     const char *kind;                  /* static string of the options */
     const char *identity_key;
     uint64_t identity;

@@ -266,11 +266,22 @@ int cell_fsm_outbox_read(struct cell_fsm *fsm, uint64_t after_seq, size_t max_ro
     if (max_rows == 0 || after_seq == UINT64_MAX) {
         return 0;
     }
-    /* The walk stops at the last row: the next key after it may be behind
-     * any number of tombstones. */
+    /* The walk starts after the last row acknowledged (the rows before it
+     * are tombstones: the shipper asks from seq 0) and stops at the last
+     * row (the next key after it may be behind any number of tombstones). */
+    uint64_t acked = 0;
     rv = last_seq_get(&ctx, &last);
-    if (rv != 0 || after_seq >= last) {
+    if (rv == 0) {
+        rv = acked_get(&ctx, &acked);
+    }
+    if (rv != 0) {
         return rv;
+    }
+    if (after_seq < acked) {
+        after_seq = acked;
+    }
+    if (after_seq >= last) {
+        return 0;
     }
     key_id(&start, KEY_PREFIX_OUTBOX, after_seq + 1);
     it = cell_kv_iter(&ctx);

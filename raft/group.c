@@ -205,7 +205,8 @@ struct group {
      * needs a newer one than the latest (group_want_checkpoint). */
     uint64_t ckpt_made_ms;          /* loop time of the last one; 0: none */
     uint64_t ckpt_made_index;       /* the applied index it holds */
-    _Atomic uint64_t ckpt_wanted;   /* the highest index a puller asked for */
+    _Atomic uint64_t ckpt_wanted;   /* the lowest index a puller asked for
+                                       and no checkpoint holds yet; 0: none */
     uint64_t snapshot_deferred_at;   /* loop time of the first deferral; 0: none */
     uint64_t snapshot_deferred_last; /* loop time of the latest deferral */
 
@@ -497,6 +498,11 @@ static int group_make_checkpoint(struct group *g, uint64_t now)
     g->ckpt_backoff_ms = 0;
     g->ckpt_made_ms = now > 0 ? now : 1;
     g->ckpt_made_index = g->cfg.ops->applied_index(g->cfg.sm);
+    /* Served. A puller asking meanwhile for more keeps its request. */
+    uint64_t wanted = atomic_load(&g->ckpt_wanted);
+    if (wanted != 0 && wanted <= g->ckpt_made_index) {
+        atomic_compare_exchange_strong(&g->ckpt_wanted, &wanted, 0);
+    }
     return 0;
 }
 
@@ -507,8 +513,12 @@ static bool group_keeps_checkpoints(const struct group *g)
 
 void group_want_checkpoint(struct group *g, uint64_t min_index)
 {
+    /* The lowest index asked for: one checkpoint made for it serves every
+     * puller at or below it, and one that asked for more (or for an index
+     * never reached) asks again at its next try. */
     uint64_t cur = atomic_load(&g->ckpt_wanted);
-    while (cur < min_index && !atomic_compare_exchange_weak(&g->ckpt_wanted, &cur, min_index)) {
+    while (min_index != 0 && (cur == 0 || min_index < cur) &&
+           !atomic_compare_exchange_weak(&g->ckpt_wanted, &cur, min_index)) {
     }
 }
 
@@ -517,7 +527,7 @@ void group_want_checkpoint(struct group *g, uint64_t min_index)
 static void group_checkpoint_on_demand(struct group *g, uint64_t now)
 {
     uint64_t wanted = atomic_load(&g->ckpt_wanted);
-    if (wanted <= g->ckpt_made_index || !group_keeps_checkpoints(g) || g->stopping ||
+    if (wanted == 0 || !group_keeps_checkpoints(g) || g->stopping ||
         now < g->ckpt_retry_at || raft_last_applied(&g->raft) < wanted) {
         return;
     }
@@ -567,9 +577,14 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
                   gs_error_name(rv), snapshot_backoff(g, now));
         return RAFT_IOERR;
     }
+    /* A checkpoint asked for counts once this one would hold it: an index
+     * not applied here yet (or never, if asked in error) must not make
+     * every snapshot copy the WAL again. */
+    uint64_t wanted = atomic_load(&g->ckpt_wanted);
+    uint64_t applied = g->cfg.ops->applied_index(g->cfg.sm);
     if (group_keeps_checkpoints(g) &&
         (g->ckpt_made_ms == 0 || now - g->ckpt_made_ms >= GROUP_CHECKPOINT_EVERY_MS ||
-         atomic_load(&g->ckpt_wanted) > g->ckpt_made_index)) {
+         (wanted != 0 && wanted <= applied))) {
         /* A checkpoint that cannot be made now will likely fail on
          * demand too: keep the log instead, for replicas to catch up from. */
         if (group_make_checkpoint(g, now) != 0) {

@@ -124,7 +124,8 @@ void group_submit(struct group *g, struct group_request *req);
 /* A replica pulling a snapshot needs a checkpoint holding at least
  * min_index: make one on the group's thread at its next tick, once this
  * replica has applied that far (any thread; the answer is the checkpoint
- * found by the puller's next try). */
+ * found by the puller's next try). Of several requests the lowest is kept:
+ * a puller that needs more asks again. */
 void group_want_checkpoint(struct group *g, uint64_t min_index);
 
 /* A snapshot of the group's state, safe to call from any thread. */

@@ -176,7 +176,10 @@ int cell_outbox_drain(struct cell_ctx *ctx)
     uint64_t up_to = last - acked > CELL_OUTBOX_DRAIN_MAX ? acked + CELL_OUTBOX_DRAIN_MAX : last;
     rv = outbox_delete_through(ctx, acked, up_to, &deleted);
     if (rv == 0) {
-        log_info("cell", "event=outbox_drained cell=%u up_to_seq=%llu deleted=%llu last_seq=%llu",
+        /* A line per entry at debug; the end of the drain at info (an old
+         * outbox may take thousands of entries). Every replica logs it. */
+        log_emit(up_to == last ? LOG_INFO : LOG_DEBUG, "cell",
+                 "event=outbox_drained cell=%u up_to_seq=%llu deleted=%llu last_seq=%llu",
                  ctx->fsm->cell_id, (unsigned long long)up_to, (unsigned long long)deleted,
                  (unsigned long long)last);
     }

@@ -37,12 +37,7 @@ int cell_kv_get_u64(struct cell_ctx *ctx, const struct key *k, uint64_t *out)
 
 int cell_kv_get_u64_or_0(struct cell_ctx *ctx, const struct key *k, uint64_t *v)
 {
-    int rv = cell_kv_get_u64(ctx, k, v);
-    if (rv == GS_ENOTFOUND) {
-        *v = 0;
-        return 0;
-    }
-    return rv;
+    return rsm_get_u64_or_0(&ctx->fsm->rsm, k, v);
 }
 
 void cell_kv_put(struct cell_ctx *ctx, const struct key *k, const void *val, size_t len)

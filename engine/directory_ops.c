@@ -143,12 +143,7 @@ static int counter_get(struct dir_ctx *ctx, const char *name, uint64_t *value)
 {
     struct key k;
     key_system(&k, name);
-    int rv = rsm_get_u64(&ctx->fsm->rsm, &k, value);
-    if (rv == GS_ENOTFOUND) {
-        *value = 0;
-        return 0;
-    }
-    return rv;
+    return rsm_get_u64_or_0(&ctx->fsm->rsm, &k, value);
 }
 
 static int counter_bump(struct dir_ctx *ctx, const char *name, uint64_t *value)

@@ -255,12 +255,7 @@ static int origin_seq_get(struct rsm *r, uint32_t origin_cell, uint64_t *seq)
 {
     struct key k;
     md_key_origin(&k, origin_cell);
-    int rv = rsm_get_u64(r, &k, seq);
-    if (rv == GS_ENOTFOUND) {
-        *seq = 0;
-        return 0;
-    }
-    return rv;
+    return rsm_get_u64_or_0(r, &k, seq);
 }
 
 /* Store the known fields of src only: unknown fields a sender added are

@@ -637,6 +637,16 @@ int rsm_get_u64(struct rsm *r, const struct key *k, uint64_t *out)
     return 0;
 }
 
+int rsm_get_u64_or_0(struct rsm *r, const struct key *k, uint64_t *v)
+{
+    int rv = rsm_get_u64(r, k, v);
+    if (rv == GS_ENOTFOUND) {
+        *v = 0;
+        return 0;
+    }
+    return rv;
+}
+
 /* rsm_get_msg, through the row cache or (cached false: rows read once, such
  * as idempotency rows) not. */
 static int get_msg(struct rsm *r, const struct key *k, bool cached,

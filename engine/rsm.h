@@ -181,6 +181,8 @@ int rsm_get(struct rsm *r, const struct key *k, char **val, size_t *len);
 int rsm_exists(struct rsm *r, const struct key *k, bool *exists);
 /* Read a u64 BE value: 0, GS_ENOTFOUND or GS_EIO (also a value not 8 bytes). */
 int rsm_get_u64(struct rsm *r, const struct key *k, uint64_t *v);
+/* The same, with an absent key read as 0. 0 or GS_EIO. */
+int rsm_get_u64_or_0(struct rsm *r, const struct key *k, uint64_t *v);
 /* Read and unpack a stored message: 0 and *out (free with
  * protobuf_c_message_free_unpacked), GS_ENOTFOUND, or GS_EIO (also a value
  * that does not unpack). */

@@ -181,6 +181,29 @@ bool applier_drain_within(struct applier *a, size_t max_bytes)
     return drain;
 }
 
+bool applier_drain_deferred(struct applier *a, struct applier_deferral *d, size_t max_bytes,
+                            uint64_t now, uint64_t max_ms, uint64_t *deferred_ms)
+{
+    if (d->first != 0 && now - d->last > max_ms) {
+        d->first = 0; /* the caller stopped trying: a new series */
+    }
+    if (!applier_drain_within(a, max_bytes)) {
+        if (d->first == 0) {
+            d->first = now > 0 ? now : 1;
+        }
+        d->last = now;
+        if (now - d->first < max_ms) {
+            return false;
+        }
+        applier_drain(a);
+    }
+    if (deferred_ms != NULL) {
+        *deferred_ms = d->first == 0 ? 0 : now - d->first;
+    }
+    d->first = 0;
+    return true;
+}
+
 void applier_set_nice(struct applier *a, int nice)
 {
     if (!a->started) {

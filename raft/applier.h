@@ -93,6 +93,22 @@ void applier_drain(struct applier *a);
  * its queue is empty), so that a later call finds less to wait for. */
 bool applier_drain_within(struct applier *a, size_t max_bytes);
 
+/* A drain the caller may put off while the applier is busy: a snapshot, a
+ * checkpoint. Tries are made at loop times; a try more than max_ms after
+ * the previous one starts a new series (the caller stopped trying). */
+struct applier_deferral {
+    uint64_t first; /* loop time of the series' first deferral; 0: none */
+    uint64_t last;  /* loop time of its latest */
+};
+
+/* applier_drain_within(max_bytes), and true. Otherwise false (try again
+ * later), until max_ms after the series' first deferral, when it waits for
+ * whatever is queued (applier_drain()) and returns true: a busy applier
+ * delays the drain, never forever. On true, *deferred_ms (if not NULL) is
+ * how long the series put it off, and the series ends. */
+bool applier_drain_deferred(struct applier *a, struct applier_deferral *d, size_t max_bytes,
+                            uint64_t now, uint64_t max_ms, uint64_t *deferred_ms);
+
 /* Total time applier_push() has waited for room, in nanoseconds. */
 uint64_t applier_push_wait_ns(struct applier *a);
 

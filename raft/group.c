@@ -207,8 +207,8 @@ struct group {
     uint64_t ckpt_made_index;       /* the applied index it holds */
     _Atomic uint64_t ckpt_wanted;   /* the lowest index a puller asked for
                                        and no checkpoint holds yet; 0: none */
-    uint64_t snapshot_deferred_at;   /* loop time of the first deferral; 0: none */
-    uint64_t snapshot_deferred_last; /* loop time of the latest deferral */
+    struct applier_deferral snapshot_defer;   /* a snapshot's drain put off */
+    struct applier_deferral checkpoint_defer; /* an on-demand checkpoint's */
 
     /* Start handshake with group_start(). */
     pthread_mutex_t start_lock;
@@ -467,7 +467,8 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void *
  * libraft. With more than SNAPSHOT_DRAIN_BYTES queued (tens of ms of
  * applies) it is deferred instead, the applier boosted, and libraft tries
  * again at its next step; after SNAPSHOT_DEFER_MAX_MS of deferrals the
- * snapshot waits whatever is queued, so the log cannot grow without end. */
+ * snapshot waits whatever is queued, so the log cannot grow without end.
+ * An on-demand checkpoint is deferred alike, tried again at each tick. */
 #define SNAPSHOT_DRAIN_BYTES ((size_t)1 << 20)
 #define SNAPSHOT_DEFER_MAX_MS 2000
 
@@ -531,14 +532,21 @@ static void group_checkpoint_on_demand(struct group *g, uint64_t now)
         now < g->ckpt_retry_at || raft_last_applied(&g->raft) < wanted) {
         return;
     }
+    /* As a snapshot's: put off while the applier is busy, the next tick
+     * tries again, so the loop thread waits tens of ms, not the queue. */
     uint64_t t0 = uv_hrtime();
-    applier_drain(&g->applier);
+    uint64_t deferred_ms = 0;
+    if (!applier_drain_deferred(&g->applier, &g->checkpoint_defer, SNAPSHOT_DRAIN_BYTES, now,
+                                SNAPSHOT_DEFER_MAX_MS, &deferred_ms)) {
+        return;
+    }
     uint64_t t1 = uv_hrtime();
     if (group_make_checkpoint(g, now) == 0) {
         log_info("group",
                  "event=checkpoint_on_demand kind=%s wanted_index=%" PRIu64
-                 " applied_index=%" PRIu64 " drain_ms=%" PRIu64 " checkpoint_ms=%" PRIu64,
-                 g->cfg.ops->kind, wanted, g->ckpt_made_index, (t1 - t0) / 1000000,
+                 " applied_index=%" PRIu64 " deferred_ms=%" PRIu64 " drain_ms=%" PRIu64
+                 " checkpoint_ms=%" PRIu64,
+                 g->cfg.ops->kind, wanted, g->ckpt_made_index, deferred_ms, (t1 - t0) / 1000000,
                  (uv_hrtime() - t1) / 1000000);
     }
 }
@@ -554,21 +562,11 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
      * machine holds every entry up to it. The loop thread waits for all of
      * this, so each step's time is logged. */
     uint64_t t0 = uv_hrtime();
-    if (g->snapshot_deferred_at != 0 && now - g->snapshot_deferred_last > SNAPSHOT_DEFER_MAX_MS) {
-        g->snapshot_deferred_at = 0; /* libraft stopped asking: a new attempt */
+    uint64_t deferred_ms = 0;
+    if (!applier_drain_deferred(&g->applier, &g->snapshot_defer, SNAPSHOT_DRAIN_BYTES, now,
+                                SNAPSHOT_DEFER_MAX_MS, &deferred_ms)) {
+        return RAFT_BUSY;
     }
-    if (!applier_drain_within(&g->applier, SNAPSHOT_DRAIN_BYTES)) {
-        if (g->snapshot_deferred_at == 0) {
-            g->snapshot_deferred_at = now > 0 ? now : 1;
-        }
-        g->snapshot_deferred_last = now;
-        if (now - g->snapshot_deferred_at < SNAPSHOT_DEFER_MAX_MS) {
-            return RAFT_BUSY;
-        }
-        applier_drain(&g->applier);
-    }
-    uint64_t deferred_ms = g->snapshot_deferred_at == 0 ? 0 : now - g->snapshot_deferred_at;
-    g->snapshot_deferred_at = 0;
     uint64_t t1 = uv_hrtime();
     int rv = g->cfg.ops->sync(g->cfg.sm);
     uint64_t t2 = uv_hrtime();

@@ -1,5 +1,5 @@
 /* Applier: order, the bound on queued items and bytes and the time pushes
- * waited for room, drain (and drain within a byte bound), stop, nice and
+ * waited for room, drain (within a byte bound, deferred), stop, nice and
  * its boost. */
 #include <errno.h>
 #include <pthread.h>
@@ -239,6 +239,58 @@ static void test_drain_within(void **state)
     applier_stop(&a);
 }
 
+static void *gate_opener_main(void *arg)
+{
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    gate_open(arg);
+    return NULL;
+}
+
+/* A deferred drain is put off while more than its bound is queued, for at
+ * most max_ms since the first try of a series, then waits for the whole
+ * queue; a try long after the last one starts a new series. */
+static void test_drain_deferred(void **state)
+{
+    (void)state;
+    static struct sink s;
+    static struct applier a;
+    struct applier_deferral d = {0, 0};
+    uint64_t deferred = 12345;
+    start_gated(&s, &a, 100, 1 << 20);
+    applier_push(&a, &item_new(0, 300)->base);
+    gate_wait_reached(&s);
+    applier_push(&a, &item_new(1, 300)->base);
+
+    assert_false(applier_drain_deferred(&a, &d, 599, 1000, 100, &deferred));
+    assert_int_equal(d.first, 1000);
+    assert_false(applier_drain_deferred(&a, &d, 599, 1060, 100, &deferred));
+    /* 3,940 ms after the last try: the caller had stopped, a new series. */
+    assert_false(applier_drain_deferred(&a, &d, 599, 5000, 100, &deferred));
+    assert_int_equal(d.first, 5000);
+    assert_false(applier_drain_deferred(&a, &d, 599, 5099, 100, &deferred));
+    assert_int_equal(deferred, 12345); /* untouched while deferred */
+    assert_int_equal(applier_pending(&a), 2);
+    assert_int_equal(atomic_load(&s.n), 0);
+
+    /* 100 ms into the series: waits for the queue, whatever its size. */
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, gate_opener_main, &s), 0);
+    assert_true(applier_drain_deferred(&a, &d, 599, 5100, 100, &deferred));
+    assert_int_equal(deferred, 100);
+    assert_int_equal(d.first, 0);
+    assert_int_equal(applier_pending(&a), 0);
+    assert_int_equal(atomic_load(&s.n), 2);
+    assert_int_equal(pthread_join(t, NULL), 0);
+
+    /* Within the bound: at once, not deferred. */
+    applier_push(&a, &item_new(2, 300)->base);
+    assert_true(applier_drain_deferred(&a, &d, 599, 6000, 100, &deferred));
+    assert_int_equal(deferred, 0);
+    assert_int_equal(atomic_load(&s.n), 3);
+    applier_stop(&a);
+}
+
 /* Stop runs what was queued before it returns. */
 static void test_stop_runs_queued(void **state)
 {
@@ -392,6 +444,7 @@ int main(void)
         cmocka_unit_test(test_push_blocks_when_full),
         cmocka_unit_test(test_byte_bound),
         cmocka_unit_test(test_drain_within),
+        cmocka_unit_test(test_drain_deferred),
         cmocka_unit_test(test_stop_runs_queued),
         cmocka_unit_test(test_nice),
         cmocka_unit_test(test_boost),

@@ -59,6 +59,7 @@
 #include <uv.h>
 
 #include "engine/mono.h"
+#include "engine/numparse.h"
 #include "geoscale.pb-c.h"
 #include "geoscale/client.h"
 #include "geoscale/errors.h"
@@ -1321,13 +1322,11 @@ static double parse_number(const char *opt, const char *v, double lo, double hi)
 
 static unsigned long parse_count(const char *opt, const char *v, unsigned long lo, unsigned long hi)
 {
-    char *end;
-    errno = 0;
-    unsigned long n = strtoul(v, &end, 10);
-    if (errno != 0 || end == v || *end != '\0' || v[0] == '-' || n < lo || n > hi) {
+    uint64_t n = 0;
+    if (gs_parse_u64(v, lo, hi, &n) != 0) {
         usage_error("%s: expected an integer from %lu to %lu, got '%s'", opt, lo, hi, v);
     }
-    return n;
+    return (unsigned long)n;
 }
 
 static void parse_options(int argc, char **argv, struct options *o)

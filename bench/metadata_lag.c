@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "engine/mono.h"
+#include "engine/numparse.h"
 #include "geoscale.pb-c.h"
 #include "geoscale/client.h"
 #include "geoscale/errors.h"
@@ -265,7 +266,7 @@ static int64_t poll_version(struct poller *p, uint64_t user_id)
 }
 
 struct results {
-    double *every;                       /* n_every */
+    double *every; /* n_every */
     size_t n_every;
     double *region[CLUSTER_MAX_REGIONS]; /* n_region[r] */
     size_t n_region[CLUSTER_MAX_REGIONS];
@@ -307,8 +308,7 @@ static int measure(struct bench *b, struct results *res)
         err = gs_sync_call(s[u->region], GEOSCALE__METHOD__METHOD_UPDATE_USER, &req.base, &resp,
                            NULL);
         t0 = gs_mono_ms();
-        if (err != 0 || resp == NULL ||
-            ((Geoscale__UpdateUserResponse *)resp)->profile == NULL) {
+        if (err != 0 || resp == NULL || ((Geoscale__UpdateUserResponse *)resp)->profile == NULL) {
             progress("update %zu (user %" PRIu64 "): %s", i, u->id,
                      gs_error_name(err != 0 ? err : GS_EPROTO));
             res->update_errors++;
@@ -427,11 +427,8 @@ static void report(const struct bench *b, struct results *res)
 
 static int parse_size(const char *flag, const char *v, size_t min, size_t *out)
 {
-    char *end;
-    unsigned long long x;
-    errno = 0;
-    x = strtoull(v != NULL ? v : "", &end, 10);
-    if (v == NULL || *v == '\0' || *end != '\0' || errno != 0 || x < min || x > 1000000) {
+    uint64_t x = 0;
+    if (gs_parse_u64(v, min, 1000000, &x) != 0) {
         fprintf(stderr, "metadata-lag: %s: want an integer %zu..1000000\n", flag, min);
         return -1;
     }

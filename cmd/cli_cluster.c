@@ -54,6 +54,7 @@
 #include <jansson.h>
 
 #include "engine/mono.h"
+#include "engine/numparse.h"
 #include "geoscale.pb-c.h"
 #include "geoscale/client.h"
 #include "geoscale/errors.h"
@@ -200,22 +201,6 @@ static int parse_flags(const struct subcommand *sc, int argc, char **argv, const
     return 0;
 }
 
-/* Strict decimal in [min, max]. */
-static int parse_number(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-    char *end;
-    if (s == NULL || *s < '0' || *s > '9') {
-        return -1;
-    }
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v < min || v > max) {
-        return -1;
-    }
-    *out = (uint64_t)v;
-    return 0;
-}
-
 static int number_flag(const struct subcommand *sc, const char *const *values, const char *name,
                        uint64_t min, uint64_t max, uint64_t dflt, uint64_t *out)
 {
@@ -224,7 +209,7 @@ static int number_flag(const struct subcommand *sc, const char *const *values, c
         *out = dflt;
         return 0;
     }
-    if (parse_number(v, min, max, out) != 0) {
+    if (gs_parse_u64(v, min, max, out) != 0) {
         return usage_error(sc->name,
                            "--%s must be an integer from %" PRIu64 " to %" PRIu64 ", got '%s'",
                            name, min, max, v);
@@ -390,7 +375,7 @@ static size_t pid_files(const struct cluster_dir *d, uint64_t *ids, size_t cap)
         }
         memcpy(num, e->d_name + 4, len - 8);
         num[len - 8] = '\0';
-        if (parse_number(num, 1, UINT32_MAX, &id) == 0) {
+        if (gs_parse_u64(num, 1, UINT32_MAX, &id) == 0) {
             ids[n++] = id;
         }
     }
@@ -1682,7 +1667,7 @@ static void print_cluster_help(FILE *f)
 int cli_cluster_main(int argc, char **argv, bool json, const char *timeout)
 {
     uint64_t timeout_ms = 0;
-    if (timeout != NULL && parse_number(timeout, 1, 3600000, &timeout_ms) != 0) {
+    if (timeout != NULL && gs_parse_u64(timeout, 1, 3600000, &timeout_ms) != 0) {
         return usage_error(NULL, "--timeout must be an integer from 1 to 3600000 (ms), got '%s'",
                            timeout);
     }

@@ -40,6 +40,7 @@
 
 #include <jansson.h>
 
+#include "engine/numparse.h"
 #include "geoscale.pb-c.h"
 #include "metadata.pb-c.h"
 #include "geoscale/client.h"
@@ -148,29 +149,10 @@ static int usage_error(const struct command *cmd, const char *fmt, ...)
     return EXIT_USAGE;
 }
 
-/* Strict decimal: digits only (no sign, no blanks), whole string, no
- * overflow. */
-static int parse_u64(const char *s, uint64_t *out)
-{
-    char *end;
-    unsigned long long v;
-
-    if (s == NULL || *s < '0' || *s > '9') {
-        return -1;
-    }
-    errno = 0;
-    v = strtoull(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v > UINT64_MAX) {
-        return -1;
-    }
-    *out = (uint64_t)v;
-    return 0;
-}
-
 /* A user id: a positive integer (0 names nobody in the protocol). */
 static int parse_user_id(const struct command *cmd, const char *what, const char *s, uint64_t *out)
 {
-    if (parse_u64(s, out) != 0 || *out == 0) {
+    if (gs_parse_u64(s, 1, UINT64_MAX, out) != 0) {
         usage_error(cmd, "%s must be a positive integer, got '%s'", what, s);
         return -1;
     }
@@ -402,8 +384,7 @@ static int set_nodes(struct cli *cli, const char *source, const char *nodes)
          tok = strtok_r(NULL, ",", &save)) {
         char *colon = strrchr(tok, ':');
         uint64_t port;
-        if (colon == NULL || colon == tok || parse_u64(colon + 1, &port) != 0 || port == 0 ||
-            port > 65535) {
+        if (colon == NULL || colon == tok || gs_parse_u64(colon + 1, 1, 65535, &port) != 0) {
             return usage_error(NULL, "%s: '%s' is not HOST:PORT", source, tok);
         }
         if (cli->n_seeds == MAX_NODES) {
@@ -853,7 +834,8 @@ static int run_user_update(struct cli *cli, const struct args *a)
     if (parse_user_id(a->cmd, "USER_ID", a->pos[0], &req.user_id) != 0) {
         return EXIT_USAGE;
     }
-    if ((v = arg(a, "expected-version")) != NULL && parse_u64(v, &req.expected_version) != 0) {
+    if ((v = arg(a, "expected-version")) != NULL &&
+        gs_parse_u64(v, 0, UINT64_MAX, &req.expected_version) != 0) {
         return usage_error(a->cmd, "--expected-version must be a non-negative integer, got '%s'",
                            v);
     }
@@ -984,13 +966,13 @@ static int run_list(struct cli *cli, const struct args *a)
     }
     if ((v = arg(a, "limit")) != NULL) {
         uint64_t limit;
-        if (parse_u64(v, &limit) != 0 || limit == 0 || limit > MAX_LIST_LIMIT) {
+        if (gs_parse_u64(v, 1, MAX_LIST_LIMIT, &limit) != 0) {
             return usage_error(a->cmd, "--limit must be an integer from 1 to %d, got '%s'",
                                MAX_LIST_LIMIT, v);
         }
         req.limit = (uint32_t)limit;
     }
-    if ((v = arg(a, "cursor")) != NULL && parse_u64(v, &req.cursor) != 0) {
+    if ((v = arg(a, "cursor")) != NULL && gs_parse_u64(v, 0, UINT64_MAX, &req.cursor) != 0) {
         return usage_error(a->cmd, "--cursor must be a non-negative integer, got '%s'", v);
     }
 
@@ -1339,8 +1321,8 @@ static int run_meta_get(struct cli *cli, const struct args *a)
     if (parse_user_id(a->cmd, "USER_ID", a->pos[0], &req.user_id) != 0) {
         return EXIT_USAGE;
     }
-    int rv = cli_call(cli, GEOSCALE__METHOD__METHOD_METADATA_GET, &req.base,
-                      (ProtobufCMessage **)&resp);
+    int rv =
+        cli_call(cli, GEOSCALE__METHOD__METHOD_METADATA_GET, &req.base, (ProtobufCMessage **)&resp);
     if (rv != 0) {
         return fail(rv);
     }
@@ -1629,8 +1611,9 @@ int main(int argc, char **argv)
     /* `geoscale cluster ...` runs local clusters: cmd/cli_cluster.c. */
     if (strcmp(argv[i], "cluster") == 0) {
         if (g_values[GLOBAL_NODES] != NULL || g_values[GLOBAL_PIN] != NULL) {
-            return usage_error(NULL, "--%s does not apply to 'cluster' (it reads "
-                                     "DIR/cluster.json)",
+            return usage_error(NULL,
+                               "--%s does not apply to 'cluster' (it reads "
+                               "DIR/cluster.json)",
                                g_values[GLOBAL_NODES] != NULL ? "nodes" : "pin");
         }
         return cli_cluster_main(argc - i, argv + i, g_values[GLOBAL_JSON] != NULL,
@@ -1685,7 +1668,7 @@ int main(int argc, char **argv)
     }
     if (g_values[GLOBAL_TIMEOUT] != NULL) {
         uint64_t ms;
-        if (parse_u64(g_values[GLOBAL_TIMEOUT], &ms) != 0 || ms == 0 || ms > MAX_TIMEOUT_MS) {
+        if (gs_parse_u64(g_values[GLOBAL_TIMEOUT], 1, MAX_TIMEOUT_MS, &ms) != 0) {
             rv = usage_error(NULL, "--timeout must be an integer from 1 to %u (ms), got '%s'",
                              MAX_TIMEOUT_MS, g_values[GLOBAL_TIMEOUT]);
             goto out;

@@ -5,7 +5,6 @@
  * Exit status: 0 after a graceful stop (SIGTERM/SIGINT), 1 if the node
  * could not start or failed, 2 for bad usage or a bad config.
  */
-#include <errno.h>
 #include <inttypes.h>
 #include <getopt.h>
 #include <signal.h>
@@ -15,6 +14,7 @@
 #include <string.h>
 
 #include "engine/log.h"
+#include "engine/numparse.h"
 #include "net/config.h"
 #include "net/node.h"
 
@@ -57,7 +57,8 @@ static void usage(FILE *out)
                  "client_address, data_dir, peers [{id, raft_address, client_address}],\n"
                  "username_hash_key (32-128 hex digits), and the optional objects raft\n"
                  "{election_timeout_ms, heartbeat_timeout_ms, snapshot_threshold,\n"
-                 "snapshot_trailing, log_memory_mib}, limits {max_frame_bytes, max_inflight_per_connection,\n"
+                 "snapshot_trailing, log_memory_mib}, limits {max_frame_bytes, "
+                 "max_inflight_per_connection,\n"
                  "max_connections, idle_timeout_ms, default_deadline_ms}, rocksdb\n"
                  "{compression}, and log_level. Unknown keys are an error.\n"
                  "\n"
@@ -141,16 +142,10 @@ int main(int argc, char **argv)
         return 2;
     }
     uint64_t node_id = 0;
-    if (node_arg != NULL) {
-        char *end = NULL;
-        errno = 0;
-        unsigned long long v = strtoull(node_arg, &end, 10);
-        if (errno != 0 || end == node_arg || *end != '\0' || v == 0 || node_arg[0] == '-') {
-            fprintf(stderr, "geoscaled: --node: expected a node id (a positive integer), got '%s'\n",
-                    node_arg);
-            return 2;
-        }
-        node_id = v;
+    if (node_arg != NULL && gs_parse_u64(node_arg, 1, UINT64_MAX, &node_id) != 0) {
+        fprintf(stderr, "geoscaled: --node: expected a node id (a positive integer), got '%s'\n",
+                node_arg);
+        return 2;
     }
     int level = -1;
     if (level_arg != NULL) {

@@ -31,6 +31,7 @@
 
 #include "engine/cell_fsm.h"
 #include "engine/entry.h"
+#include "engine/numparse.h"
 #include "geoscale/errors.h"
 
 #define MAX_PER_ENTRY 4096
@@ -89,10 +90,8 @@ static void usage(FILE *f)
 
 static uint64_t parse_u64(const char *name, const char *v, uint64_t min, uint64_t max)
 {
-    char *end = NULL;
-    errno = 0;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (v[0] == '\0' || v[0] == '-' || *end != '\0' || errno != 0 || x < min || x > max) {
+    uint64_t x = 0;
+    if (gs_parse_u64(v, min, max, &x) != 0) {
         die("%s: expected an integer in %" PRIu64 "..%" PRIu64 ", got '%s'", name, min, max, v);
     }
     return x;

@@ -39,6 +39,7 @@
 
 #include <jansson.h>
 
+#include "engine/numparse.h"
 #include "harness.h"
 #include "raft/defaults.h"
 #include "lc_cell.h"
@@ -183,24 +184,6 @@ static int bad_usage(const char *fmt, const char *arg)
     return 2;
 }
 
-/* Parse an unsigned decimal in [min, max]. */
-static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-    char *end;
-    unsigned long long v;
-
-    if (s == NULL || *s == '\0' || *s == '-' || *s == '+') {
-        return -1;
-    }
-    errno = 0;
-    v = strtoull(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v < min || v > max) {
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 enum {
     OPT_GEOSCALED = 256,
     OPT_ELECTION,
@@ -311,23 +294,23 @@ static int parse_options(int argc, char **argv, struct options *o)
             o->geoscaled = optarg;
             break;
         case OPT_ELECTION:
-            bad = parse_u64(optarg, 100, 60000, &v);
+            bad = gs_parse_u64(optarg, 100, 60000, &v);
             o->raft.election_timeout_ms = (unsigned)v;
             break;
         case OPT_HEARTBEAT:
-            bad = parse_u64(optarg, 10, 10000, &v);
+            bad = gs_parse_u64(optarg, 10, 10000, &v);
             o->raft.heartbeat_timeout_ms = (unsigned)v;
             break;
         case OPT_SNAP_THRESHOLD:
-            bad = parse_u64(optarg, 16, 1u << 30, &v);
+            bad = gs_parse_u64(optarg, 16, 1u << 30, &v);
             o->raft.snapshot_threshold = (unsigned)v;
             break;
         case OPT_SNAP_TRAILING:
-            bad = parse_u64(optarg, 16, 1u << 30, &v);
+            bad = gs_parse_u64(optarg, 16, 1u << 30, &v);
             o->raft.snapshot_trailing = (unsigned)v;
             break;
         case OPT_START_TIMEOUT:
-            bad = parse_u64(optarg, 1000, 3600000, &v);
+            bad = gs_parse_u64(optarg, 1000, 3600000, &v);
             o->start_timeout_ms = (unsigned)v;
             break;
         case OPT_JSON:
@@ -337,52 +320,52 @@ static int parse_options(int argc, char **argv, struct options *o)
             o->keep = 1;
             break;
         case OPT_TRIALS:
-            bad = parse_u64(optarg, 1, MAX_TRIALS, &v);
+            bad = gs_parse_u64(optarg, 1, MAX_TRIALS, &v);
             o->trials = (unsigned)v;
             break;
         case OPT_WRITER_USERS:
-            bad = parse_u64(optarg, 1, MAX_WRITER_USERS, &v);
+            bad = gs_parse_u64(optarg, 1, MAX_WRITER_USERS, &v);
             o->writer_users = (unsigned)v;
             break;
         case OPT_INTERVAL:
-            bad = parse_u64(optarg, 1, 10000, &v);
+            bad = gs_parse_u64(optarg, 1, 10000, &v);
             o->interval_ms = (unsigned)v;
             break;
         case OPT_MAX_OUTSTANDING:
-            bad = parse_u64(optarg, 1, 100000, &v);
+            bad = gs_parse_u64(optarg, 1, 100000, &v);
             o->max_outstanding = (unsigned)v;
             break;
         case OPT_CALL_TIMEOUT:
-            bad = parse_u64(optarg, 10, 600000, &v);
+            bad = gs_parse_u64(optarg, 10, 600000, &v);
             o->call_timeout_ms = (unsigned)v;
             call_timeout_given = 1;
             break;
         case OPT_MIN_DELAY:
-            bad = parse_u64(optarg, 0, 600000, &v);
+            bad = gs_parse_u64(optarg, 0, 600000, &v);
             o->min_delay_ms = (unsigned)v;
             break;
         case OPT_MAX_DELAY:
-            bad = parse_u64(optarg, 0, 600000, &v);
+            bad = gs_parse_u64(optarg, 0, 600000, &v);
             o->max_delay_ms = (unsigned)v;
             break;
         case OPT_SEED:
-            bad = parse_u64(optarg, 0, UINT32_MAX, &v);
+            bad = gs_parse_u64(optarg, 0, UINT32_MAX, &v);
             o->seed = (unsigned)v;
             break;
         case OPT_USERS:
-            bad = parse_u64(optarg, 1, 100000000, &v);
+            bad = gs_parse_u64(optarg, 1, 100000000, &v);
             o->users = v;
             break;
         case OPT_WINDOW:
-            bad = parse_u64(optarg, 1, 65536, &v);
+            bad = gs_parse_u64(optarg, 1, 65536, &v);
             o->window = (unsigned)v;
             break;
         case OPT_CONNECTIONS:
-            bad = parse_u64(optarg, 1, 64, &v);
+            bad = gs_parse_u64(optarg, 1, 64, &v);
             o->connections = (unsigned)v;
             break;
         case OPT_BIO_BYTES:
-            bad = parse_u64(optarg, 0, 4096, &v);
+            bad = gs_parse_u64(optarg, 0, 4096, &v);
             o->bio_bytes = (unsigned)v;
             break;
         case OPT_NO_WHOLE_CELL:

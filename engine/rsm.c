@@ -213,6 +213,7 @@ static int rsm_check_db(struct rsm *r, bool create, char *errmsg, size_t errmsg_
  */
 #define RSM_BLOCK_CACHE_BYTES ((size_t)64 << 20)
 #define RSM_WAL_SYNC_BYTES ((uint64_t)1 << 20)
+#define RSM_L0_COMPACT 8
 
 static void rsm_tune(rocksdb_options_t *o)
 {
@@ -237,6 +238,18 @@ static void rsm_tune(rocksdb_options_t *o)
      * (sync_file_range, which does not wait) leaves that sync only the
      * tail to wait for. */
     rocksdb_options_set_wal_bytes_per_sync(o, RSM_WAL_SYNC_BYTES);
+    /* Level 0 is compacted into level 1 once it holds RSM_L0_COMPACT
+     * tables (RocksDB's default is 4). Every flush spans the idempotency
+     * rows and the profiles, so each such compaction rewrites the whole of
+     * level 1, which grows with an hour of idempotency rows; and flushes
+     * are small (overwritten profiles are written once). Twice the tables
+     * per compaction halves how often level 1 is rewritten. The write
+     * slowdown and stop keep RocksDB's ratios to it (5x, 9x). Reads pay a
+     * filter probe per level-0 table, and the row cache answers most of
+     * them first (bench/RESULTS.md, ninth round). */
+    rocksdb_options_set_level0_file_num_compaction_trigger(o, RSM_L0_COMPACT);
+    rocksdb_options_set_level0_slowdown_writes_trigger(o, 5 * RSM_L0_COMPACT);
+    rocksdb_options_set_level0_stop_writes_trigger(o, 9 * RSM_L0_COMPACT);
 }
 
 int rsm_open(struct rsm *r, const struct rsm_options *opts, char *errmsg, size_t errmsg_len)

@@ -542,6 +542,11 @@ static void group_checkpoint_on_demand(struct group *g, uint64_t now)
     }
     uint64_t t1 = uv_hrtime();
     if (group_make_checkpoint(g, now) == 0) {
+        /* Served even if the state machine's index is below it (entries
+         * it does not apply, as the first configuration and barriers, count
+         * in raft's): made again each tick otherwise. A lower request that
+         * came meanwhile stays; a puller that needs more asks again. */
+        atomic_compare_exchange_strong(&g->ckpt_wanted, &wanted, 0);
         log_info("group",
                  "event=checkpoint_on_demand kind=%s wanted_index=%" PRIu64
                  " applied_index=%" PRIu64 " deferred_ms=%" PRIu64 " drain_ms=%" PRIu64

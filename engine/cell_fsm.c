@@ -17,11 +17,11 @@
  *
  * Idempotency. A command with client_id != 0 is remembered by the base at
  * 'R'+client_id+client_seq (status and body), whether it succeeded or
- * failed; a repeat returns the stored answer without applying again. Each
- * entry deletes at most CELL_RESULT_EXPIRE_MAX rows older than
- * CELL_RESULT_TTL_MS of batch time, so the work per entry is bounded and the
- * same on every replica. Read methods inside a batch are served but not
- * remembered.
+ * failed, and listed in its entry's time index row; a repeat returns the
+ * stored answer without applying again. Each entry deletes at most
+ * CELL_RESULT_EXPIRE_MAX outcomes older than CELL_RESULT_TTL_MS of batch
+ * time, so the work per entry is bounded and the same on every replica.
+ * Read methods inside a batch are served but not remembered.
  *
  * Errors. A command's own failure (bad body, conflict, not found ...) is its
  * result and writes nothing of its own (handlers check first, write last).
@@ -39,7 +39,8 @@
  * both. METHOD_EDGE_APPLY applies another cell's halves here.
  *
  * Schema. 'S' schema (= CELL_SCHEMA_VERSION) and 'S' cell_id are written when
- * the DB is created; open refuses a newer schema or another cell's DB.
+ * the DB is created; open refuses a newer schema or another cell's DB, and
+ * stamps an older one with this build's (rsm.c).
  */
 #include "cell_fsm.h"
 

@@ -39,7 +39,8 @@
 #include "metadata.pb-c.h"
 #include "rsm.h"
 
-#define CELL_SCHEMA_VERSION 1
+/* 2: one time index row per entry for its stored outcomes (rsm.c) */
+#define CELL_SCHEMA_VERSION 2
 #define CELL_ID_BITS 24 /* user_id = cell_id << 40 | seq */
 #define CELL_USER_SEQ_BITS 40
 

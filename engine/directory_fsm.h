@@ -49,7 +49,7 @@
 #include "cell_fsm.h" /* struct cell_result: the result type of every group */
 #include "directory.pb-c.h"
 
-#define DIRECTORY_SCHEMA_VERSION 1
+#define DIRECTORY_SCHEMA_VERSION 2 /* 2: as the cell's (cell_internal.h) */
 #define DIRECTORY_RESERVATION_TTL_MS INT64_C(60000)
 #define DIRECTORY_HASH_LEN 32
 #define DIRECTORY_REGION_MAX 32

@@ -22,7 +22,11 @@
  *   'z' dest_cell(4)                 u64 BE: last edge seq acknowledged for dest_cell
  *   'Z' origin_cell(4)               u64 BE: last edge seq applied from origin_cell
  *   'R' client_id client_seq         StoredResult (idempotent retries)
- *   'r' ts_ms client_id client_seq   ""   time index over 'R' for expiry
+ *   'r' ts_ms 0 index                pairs (client_id, client_seq), 16 B each: time
+ *                                    index over 'R' for expiry, a row per entry
+ *                                    (index: its Raft index) and batch time
+ *   'r' ts_ms client_id client_seq   ""   the same, a row per outcome (schema 1;
+ *                                    read by expiry, no longer written)
  *
  * ts_ms is an int64 stored as u64 BE with the sign bit flipped, so that
  * byte order is numeric order for negative values too.
@@ -106,7 +110,8 @@ void key_edge_outbox(struct key *k, uint32_t dest_cell, uint64_t seq);
 /* 'N' + hash (KEY_USERNAME_HASH_LEN bytes). */
 void key_username(struct key *k, const uint8_t hash[KEY_USERNAME_HASH_LEN]);
 
-/* 'r' + ts + client_id + client_seq. */
+/* 'r' + ts + client_id + client_seq; client_id 0 and an entry's index for
+ * the row of that entry. */
 void key_result_time(struct key *k, int64_t ts_ms, uint64_t client_id, uint64_t client_seq);
 
 /* Username hash: HMAC-SHA256(key, username). */

@@ -55,7 +55,7 @@
 
 #include "cell_fsm.h" /* struct cell_result: the result type of every group */
 
-#define METADATA_SCHEMA_VERSION 1
+#define METADATA_SCHEMA_VERSION 2 /* 2: as the cell's (cell_internal.h) */
 #define METADATA_ROWS_MAX 1024                         /* rows per MetadataApplyRequest */
 #define METADATA_REGION_MAX 32                         /* home_region: 1..32 bytes of [a-z0-9-] */
 #define METADATA_PLAN_MAX 32                           /* as a cell's plan */

@@ -28,16 +28,22 @@
  * Idempotency rows are StoredResult messages (geoscale.proto): the status as
  * a positive code and, for a success, the packed response, or the partial
  * form a command offered (its response less what its request restores, an
- * UpdateUser's new bio for one) with the request's hash. Expiry walks the
- * 'r' time index in order, so the rows deleted per entry are the oldest,
- * bounded in number, and the same on every replica (batch time, not the
- * local clock). A deleted row stays a tombstone in RocksDB until compaction
- * drops it, so a walk from the index's first key would step over every row
- * expired since, on every entry: an hour into sustained writes (the cell's
- * TTL) that grew an update's apply from 13 us to 700 us. So the walk starts
- * at 'S' results_expired, the time of the last row it deleted, and a row is
- * never indexed below it (rsm_result_put). It ends at the cutoff: with every
- * row expired it would otherwise walk on into the keys after the index.
+ * UpdateUser's new bio for one) with the request's hash. The 'r' time index
+ * has one row per entry and batch time, 'r' ts 0 index, whose value lists
+ * the (client_id, client_seq) of the outcomes the entry stored: one more
+ * row per entry, not per command (schema 2; schema 1 had a row per outcome,
+ * 'r' ts client_id client_seq with an empty value, which expiry still
+ * reads). Expiry walks the index in order, so the outcomes deleted per
+ * entry are the oldest, bounded in number (a row of which only some go is
+ * rewritten with the rest), and the same on every replica (batch time, not
+ * the local clock). A deleted row stays a tombstone in RocksDB until
+ * compaction drops it, so a walk from the index's first key would step
+ * over every row expired since, on every entry: an hour into sustained
+ * writes (the cell's TTL) that grew an update's apply from 13 us to 700 us.
+ * So the walk starts at 'S' results_expired, the time of the last row it
+ * deleted, and a row is never indexed below it (rsm_result_put). It ends
+ * at the cutoff: with every row expired it would otherwise walk on into
+ * the keys after the index.
  */
 #include "rsm.h"
 
@@ -92,6 +98,9 @@ static void rsm_free(struct rsm *r)
         r->batch = NULL;
     }
     wset_free(&r->ws);
+    free(r->pending);
+    r->pending = NULL;
+    r->pending_len = r->pending_cap = 0;
     rcache_free(&r->cache);
     rmarks_free(&r->marks);
     if (r->writeopts != NULL) {
@@ -146,8 +155,35 @@ static int rsm_init_db(struct rsm *r, char *errmsg, size_t errmsg_len)
     return 0;
 }
 
-/* Initialise a new DB (if create) or check an existing one; loads
- * applied_index. */
+/* Stamp an older DB with this build's schema. Every schema a build opens
+ * it also reads as it is (schema 1's per-outcome time index rows, for
+ * one), so the new number is the whole upgrade: it keeps older builds,
+ * which would misread the rows written from now on, from opening the DB.
+ * Written synced, before anything of the new schema. */
+static int rsm_schema_upgrade(struct rsm *r, uint64_t from, char *errmsg, size_t errmsg_len)
+{
+    struct key k;
+    uint8_t v[8];
+    char *err = NULL;
+    key_system(&k, KEY_SYS_SCHEMA);
+    key_put_u64(v, r->schema_version);
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(wo, 1);
+    rocksdb_put(r->db, wo, (const char *)k.b, k.len, (const char *)v, sizeof v, &err);
+    rocksdb_writeoptions_destroy(wo);
+    if (err != NULL) {
+        snprintf(errmsg, errmsg_len, "cannot upgrade database schema: %s", err);
+        rocksdb_free(err);
+        return GS_EIO;
+    }
+    rcache_update(&r->cache, k.b, k.len, v, sizeof v);
+    log_info(r->kind, "event=schema_upgraded %s=%" PRIu64 " from=%" PRIu64 " to=%" PRIu64, r->kind,
+             r->identity, from, r->schema_version);
+    return 0;
+}
+
+/* Initialise a new DB (if create) or check an existing one, upgrading an
+ * older schema; loads applied_index. */
 static int rsm_check_db(struct rsm *r, bool create, char *errmsg, size_t errmsg_len)
 {
     struct key k;
@@ -189,6 +225,12 @@ static int rsm_check_db(struct rsm *r, bool create, char *errmsg, size_t errmsg_
         snprintf(errmsg, errmsg_len, "database belongs to %s %" PRIu64 ", not %s %" PRIu64, r->kind,
                  identity, r->kind, r->identity);
         return GS_EINVAL;
+    }
+    if (schema < r->schema_version) {
+        rv = rsm_schema_upgrade(r, schema, errmsg, errmsg_len);
+        if (rv != 0) {
+            return rv;
+        }
     }
     key_system(&k, KEY_SYS_APPLIED_INDEX);
     rv = rsm_get_u64(r, &k, &r->applied_index);
@@ -409,6 +451,8 @@ bool rsm_begin_entry(struct rsm *r, uint64_t index)
     r->wbwi = false;
     r->entry_error = 0;
     r->expired_known = false;
+    r->entry_index = index;
+    r->pending_len = 0;
     r->in_entry = true;
     return true;
 }
@@ -473,12 +517,18 @@ static void batch_add(void *arg, const uint8_t *key, size_t klen, const uint8_t 
     }
 }
 
+static int results_index_flush(struct rsm *r);
+
 int rsm_commit_entry(struct rsm *r, uint64_t index)
 {
     struct key k;
     uint8_t v[8];
     char *err = NULL;
     assert(r->in_entry && index > r->applied_index);
+    int flushed = results_index_flush(r);
+    if (flushed != 0 && r->entry_error == 0) {
+        r->entry_error = flushed;
+    }
     if (r->entry_error != 0) {
         int rv = r->entry_error;
         log_error(r->kind, "event=commit_failed %s=%" PRIu64 " index=%" PRIu64 " code=%s", r->kind,
@@ -526,6 +576,7 @@ int rsm_commit_entry(struct rsm *r, uint64_t index)
 void rsm_abort_entry(struct rsm *r)
 {
     wb_release(r);
+    r->pending_len = 0;
     wset_reset(&r->ws);
     r->wbwi = false;
     r->in_entry = false;
@@ -747,6 +798,11 @@ static void wbwi_add(void *arg, const uint8_t *key, size_t klen, const uint8_t *
 
 static rocksdb_iterator_t *merged_iter(struct rsm *r, rocksdb_iterator_t *base)
 {
+    /* The entry's pending index row is one of its writes the iterator
+     * must see; a failure fails the entry's commit. */
+    if (r->in_entry && results_index_flush(r) != 0 && r->entry_error == 0) {
+        r->entry_error = GS_ENOMEM;
+    }
     if (!r->in_entry || wset_count(&r->ws) == 0) {
         /* Nothing written in this entry yet: the DB is the merged view. */
         return base;
@@ -943,12 +999,49 @@ static int results_expired_get(struct rsm *r, int64_t *ts_ms)
     return 0;
 }
 
+/* The size of a (client_id, client_seq) pair in a time index row. */
+#define RESULT_PAIR_LEN 16
+
+/* Write the entry's pending outcomes into their time index row, 'r'
+ * pending_ts 0 entry_index, merged with the row the entry wrote at that
+ * time before (outcomes stored at another time in between). Rows of
+ * earlier entries have other indexes, so only the write set can hold it.
+ * 0 or GS_ENOMEM. */
+static int results_index_flush(struct rsm *r)
+{
+    struct key tk;
+    const uint8_t *old = NULL;
+    size_t old_len = 0;
+    if (r->pending_len == 0) {
+        return 0;
+    }
+    key_result_time(&tk, r->pending_ts, 0, r->entry_index);
+    if (wset_get(&r->ws, tk.b, tk.len, &old, &old_len) == WSET_VALUE && old_len > 0) {
+        /* Copied first: the write set's value goes with the put. */
+        uint8_t *merged = malloc(old_len + r->pending_len);
+        if (merged == NULL) {
+            return GS_ENOMEM;
+        }
+        memcpy(merged, old, old_len);
+        memcpy(merged + old_len, r->pending, r->pending_len);
+        rsm_put(r, &tk, merged, old_len + r->pending_len);
+        free(merged);
+    } else {
+        rsm_put(r, &tk, r->pending, r->pending_len);
+    }
+    r->pending_len = 0;
+    return 0;
+}
+
 int rsm_result_put(struct rsm *r, int64_t now_ms, uint64_t client_id, uint64_t client_seq,
                    int status, const uint8_t *body, size_t len,
                    const struct rsm_result_form *form)
 {
     Geoscale__StoredResult sr = GEOSCALE__STORED_RESULT__INIT;
-    struct key rk, tk;
+    struct key rk;
+    if (client_id == 0) {
+        return GS_EINVAL; /* 0: the index row of an entry */
+    }
     sr.status = (uint32_t)(-status);
     sr.body.data = (uint8_t *)body;
     sr.body.len = status == 0 ? len : 0;
@@ -966,29 +1059,92 @@ int rsm_result_put(struct rsm *r, int64_t now_ms, uint64_t client_id, uint64_t c
     if (rv != 0) {
         return rv;
     }
-    key_result_time(&tk, now_ms > expired ? now_ms : expired, client_id, client_seq);
-    rsm_put(r, &tk, "", 0);
+    int64_t at = now_ms > expired ? now_ms : expired;
+    if (r->pending_len > 0 && at != r->pending_ts) {
+        rv = results_index_flush(r);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    if (r->pending_len + RESULT_PAIR_LEN > r->pending_cap) {
+        size_t cap = r->pending_cap > 0 ? 2 * r->pending_cap : 64 * RESULT_PAIR_LEN;
+        uint8_t *p = realloc(r->pending, cap);
+        if (p == NULL) {
+            return GS_ENOMEM;
+        }
+        r->pending = p;
+        r->pending_cap = cap;
+    }
+    key_put_u64(r->pending + r->pending_len, client_id);
+    key_put_u64(r->pending + r->pending_len + 8, client_seq);
+    r->pending_len += RESULT_PAIR_LEN;
+    r->pending_ts = at;
+    return 0;
+}
+
+/* What a walk of the time index found to expire: the keys to delete (the
+ * outcomes and the index rows wholly expired) and at most one row, the
+ * last, of which only some outcomes expire, to be rewritten with the
+ * rest. */
+struct expiry {
+    struct key *gone;
+    size_t n_gone, n_results, max;
+    struct key rest_key;
+    uint8_t *rest;
+    size_t rest_len;
+    int64_t last_ts;
+};
+
+/* Take the outcomes of one index row, as many as max allows. `pairs` of
+ * a schema 1 row is its key's own pair. 0, or GS_ENOMEM. */
+static int expiry_take(struct expiry *x, const char *row, size_t row_len, int64_t ts,
+                       const uint8_t *pairs, size_t pairs_len)
+{
+    size_t m = pairs_len / RESULT_PAIR_LEN;
+    size_t take = m < x->max - x->n_results ? m : x->max - x->n_results;
+    for (size_t i = 0; i < take; i++) {
+        const uint8_t *p = pairs + i * RESULT_PAIR_LEN;
+        key_pair(&x->gone[x->n_gone++], KEY_PREFIX_RESULT, key_get_u64(p), key_get_u64(p + 8));
+    }
+    x->n_results += take;
+    x->last_ts = ts;
+    if (take == m) {
+        memcpy(x->gone[x->n_gone].b, row, row_len);
+        x->gone[x->n_gone].len = row_len;
+        x->n_gone++;
+        return 0;
+    }
+    x->rest_len = pairs_len - take * RESULT_PAIR_LEN;
+    x->rest = malloc(x->rest_len);
+    if (x->rest == NULL) {
+        return GS_ENOMEM;
+    }
+    memcpy(x->rest, pairs + take * RESULT_PAIR_LEN, x->rest_len);
+    memcpy(x->rest_key.b, row, row_len);
+    x->rest_key.len = row_len;
     return 0;
 }
 
 int rsm_results_expire(struct rsm *r, int64_t now_ms, int64_t ttl_ms, size_t max)
 {
     struct key start, end;
-    size_t n = 0;
+    struct expiry x = {.max = max};
     int rv;
 
     assert(ttl_ms >= 0);
     if (max == 0 || now_ms < INT64_MIN + ttl_ms) {
         return 0;
     }
-    struct key *found = calloc(max, sizeof *found);
-    if (found == NULL) {
+    /* Each row taken gives one outcome at least: at most max outcomes and
+     * max rows. */
+    if (max > SIZE_MAX / (2 * sizeof *x.gone) ||
+        (x.gone = calloc(2 * max, sizeof *x.gone)) == NULL) {
         return GS_ENOMEM;
     }
     int64_t cutoff = now_ms - ttl_ms, expired = INT64_MIN;
     rv = results_expired_get(r, &expired);
     if (rv != 0) {
-        free(found);
+        free(x.gone);
         return rv;
     }
     if (expired == INT64_MIN) {
@@ -999,12 +1155,13 @@ int rsm_results_expire(struct rsm *r, int64_t now_ms, int64_t ttl_ms, size_t max
     }
     key_result_time(&end, cutoff, 0, 0);
     rocksdb_iterator_t *it = rsm_iter_below(r, &end);
-    for (rocksdb_iter_seek(it, (const char *)start.b, start.len); rocksdb_iter_valid(it) && n < max;
-         rocksdb_iter_next(it)) {
-        size_t klen = 0;
+    for (rocksdb_iter_seek(it, (const char *)start.b, start.len);
+         rv == 0 && rocksdb_iter_valid(it) && x.n_results < max; rocksdb_iter_next(it)) {
+        size_t klen = 0, vlen = 0;
         const char *kraw = rocksdb_iter_key(it, &klen);
         int64_t ts = 0;
         uint64_t client_id = 0, client_seq = 0;
+        uint8_t own[RESULT_PAIR_LEN];
         if (klen == 0 || (uint8_t)kraw[0] != KEY_PREFIX_RESULT_TIME) {
             break;
         }
@@ -1014,34 +1171,42 @@ int rsm_results_expire(struct rsm *r, int64_t now_ms, int64_t ttl_ms, size_t max
         if (ts >= cutoff) {
             break;
         }
-        key_result_time(&found[n], ts, client_id, client_seq);
-        n++;
+        const uint8_t *v = (const uint8_t *)rocksdb_iter_value(it, &vlen);
+        if (client_id != 0 && vlen == 0) {
+            /* Schema 1: one outcome's own row. */
+            key_put_u64(own, client_id);
+            key_put_u64(own + 8, client_seq);
+            rv = expiry_take(&x, kraw, klen, ts, own, sizeof own);
+        } else if (client_id == 0 && vlen > 0 && vlen % RESULT_PAIR_LEN == 0) {
+            rv = expiry_take(&x, kraw, klen, ts, v, vlen);
+        }
+        /* Anything else was never written by this engine: stepped over. */
     }
-    rv = rsm_iter_status(it);
+    if (rv == 0) {
+        rv = rsm_iter_status(it);
+    }
     rocksdb_iter_destroy(it);
     if (rv != 0) {
-        free(found);
+        free(x.rest);
+        free(x.gone);
         return rv;
     }
     /* Writes only after the iterator is gone (it must not see the batch
      * change under it). */
-    for (size_t i = 0; i < n; i++) {
-        int64_t ts = 0;
-        uint64_t client_id = 0, client_seq = 0;
-        struct key rk;
-        key_decode_result_time(found[i].b, found[i].len, &ts, &client_id, &client_seq);
-        key_pair(&rk, KEY_PREFIX_RESULT, client_id, client_seq);
-        rsm_delete(r, &rk);
-        rsm_delete(r, &found[i]);
-        expired = ts;
+    for (size_t i = 0; i < x.n_gone; i++) {
+        rsm_delete(r, &x.gone[i]);
     }
-    if (n > 0) {
+    if (x.rest != NULL) {
+        rsm_put(r, &x.rest_key, x.rest, x.rest_len);
+    }
+    if (x.n_results > 0) {
         struct key k;
         key_system(&k, KEY_SYS_RESULTS_EXPIRED);
-        rsm_put_u64(r, &k, (uint64_t)expired);
-        r->expired_ms = expired;
+        rsm_put_u64(r, &k, (uint64_t)x.last_ts);
+        r->expired_ms = x.last_ts;
     }
-    free(found);
+    free(x.rest);
+    free(x.gone);
     return 0;
 }
 

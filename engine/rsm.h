@@ -15,9 +15,10 @@
  *     unsynced WriteBatch (the Raft log is the durable record; a crash before
  *     it means a replay that the index check turns into exactly-once);
  *   - idempotency rows: the outcome of a client command at 'R'+client_id+
- *     client_seq, with a time index 'r'+ts+client_id+client_seq expired by
- *     batch time, a bounded number per entry, each walk starting where the
- *     last one stopped ('S' results_expired); a command above its client's
+ *     client_seq, with a time index row per entry, 'r'+ts+0+index, listing
+ *     the outcomes the entry stored, expired by batch time, a bounded
+ *     number of outcomes per entry, each walk starting where the last one
+ *     stopped ('S' results_expired); a command above its client's
  *     mark (engine/rmarks.h) is new without a read of its row;
  *   - the apply loop: rsm_apply_entry() decodes an entry (engine/entry.h),
  *     runs its commands through the state machine's handler, answers
@@ -93,6 +94,13 @@ struct rsm {
      * per entry (rsm_result_put needs it for every command) */
     bool expired_known;
     int64_t expired_ms;
+    /* The current entry's index, and the outcomes it stored not yet in
+     * its time index row: (client_id, client_seq) pairs, 16 bytes each,
+     * big-endian, indexed at pending_ts (rsm_result_put). */
+    uint64_t entry_index;
+    uint8_t *pending;
+    size_t pending_len, pending_cap;
+    int64_t pending_ts;
     const char *kind;                  /* static string of the options */
     const char *identity_key;
     uint64_t identity;
@@ -242,15 +250,19 @@ int rsm_get_sys_time(struct rsm *r, const char *name, int64_t *ts_ms);
 /* Remember an outcome at batch time now_ms (the body only for status 0;
  * form NULL: the whole response), indexed at now_ms or, if the expiry has
  * already passed it (a leader's clock behind), at the expiry's cursor.
- * Inside an entry. 0, GS_ENOMEM or GS_EIO. */
+ * The outcomes an entry stores at one time share one time index row,
+ * written when the entry commits or iterates. Inside an entry; client_id
+ * not 0. 0, GS_EINVAL, GS_ENOMEM or GS_EIO. */
 int rsm_result_put(struct rsm *r, int64_t now_ms, uint64_t client_id, uint64_t client_seq,
                    int status, const uint8_t *body, size_t len,
                    const struct rsm_result_form *form);
 
 /* Delete at most max remembered outcomes stored before now_ms - ttl_ms, the
- * oldest first, and record where the walk stopped: the next one starts
+ * oldest first (an index row of which only some are deleted is rewritten
+ * with the rest), and record where the walk stopped: the next one starts
  * there, not at the index's first key, so it steps over none of the
- * tombstones the deletes before it left. Inside an entry. 0 or GS_EIO. */
+ * tombstones the deletes before it left. Inside an entry. 0, GS_ENOMEM or
+ * GS_EIO. */
 int rsm_results_expire(struct rsm *r, int64_t now_ms, int64_t ttl_ms, size_t max);
 
 /* ---------------------------------------------------------------- apply loop */

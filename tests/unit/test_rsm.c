@@ -165,22 +165,29 @@ static void test_open_identity_and_schema(void **state)
     assert_int_equal(rsm_open(&other, &o, err, sizeof err), GS_EIO);
     assert_non_null(strstr(err, "directory_shard"));
 
-    /* Schema versions: older readable, newer refused. */
+    /* Schema versions: an older DB opens and is stamped with the newer
+     * number, which the older build then refuses; a newer one is refused. */
     o = opts_for(f->path, GROUP);
     o.schema_version = 2;
     assert_int_equal(rsm_open(&other, &o, NULL, 0), 0);
+    struct key k;
+    uint64_t schema = 0;
+    key_system(&k, KEY_SYS_SCHEMA);
+    assert_int_equal(rsm_get_u64(&other, &k, &schema), 0);
+    assert_int_equal(schema, 2);
+    rsm_close(&other);
+    assert_int_equal(rsm_open(&other, &o, NULL, 0), 0); /* stamped once, opens again */
     rsm_close(&other);
     o.schema_version = 1;
-    open_at(f, GROUP);
-    rsm_close(&f->r);
+    assert_int_equal(rsm_open(&other, &o, err, sizeof err), GS_EIO);
+    assert_non_null(strstr(err, "schema 2 is not supported (this build: 1)"));
+    o.schema_version = 2;
     rocksdb_options_t *ro = rocksdb_options_create();
     char *rerr = NULL;
     rocksdb_t *db = rocksdb_open(ro, f->path, &rerr);
     assert_null(rerr);
     rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
-    struct key k;
     uint8_t v[8];
-    key_system(&k, KEY_SYS_SCHEMA);
     key_put_u64(v, 3);
     rocksdb_put(db, wo, (const char *)k.b, k.len, (const char *)v, 8, &rerr);
     assert_null(rerr);
@@ -627,8 +634,8 @@ static void test_results(void **state)
     free(body);
     assert_int_equal(rsm_result_get(&f->r, 8, 1, &found, &status, &body, &len, NULL), 0);
     assert_false(found);
-    /* Two rows per result ('R' and 'r'). */
-    assert_int_equal(digest(f).n, 2 + 6);
+    /* A row per result ('R'), one for the entry's time index ('r'). */
+    assert_int_equal(digest(f).n, 2 + 3 + 1);
 }
 
 /* Whether (client, seq) has a stored outcome, per rsm_result_get(). */
@@ -714,9 +721,30 @@ static void test_result_marks(void **state)
     assert_int_equal(mark_of(f, 8), 60);
 }
 
+/* The pairs of time index row 'r' ts 0 index, as stored (0: no row). */
+static size_t index_row_pairs(struct fx *f, int64_t ts, uint64_t index, uint8_t *pairs,
+                              size_t max)
+{
+    struct key tk;
+    char *err = NULL;
+    size_t len = 0;
+    key_result_time(&tk, ts, 0, index);
+    char *v = rocksdb_get(f->r.db, f->r.readopts, (const char *)tk.b, tk.len, &len, &err);
+    assert_null(err);
+    if (v == NULL) {
+        return 0;
+    }
+    assert_int_equal(len % 16, 0);
+    assert_true(len / 16 <= max);
+    memcpy(pairs, v, len);
+    rocksdb_free(v);
+    return len / 16;
+}
+
 static void test_results_expire(void **state)
 {
     struct fx *f = *state;
+    uint8_t pairs[16 * 8];
     assert_true(rsm_begin_entry(&f->r, 1));
     for (uint64_t s = 1; s <= 10; s++) {
         /* seq 1..5 at T0, 6..10 at T0 + 1000 */
@@ -724,34 +752,40 @@ static void test_results_expire(void **state)
         assert_int_equal(rsm_result_put(&f->r, ts, 4, s, 0, (const uint8_t *)"x", 1, NULL), 0);
     }
     assert_int_equal(rsm_commit_entry(&f->r, 1), 0);
+    /* One index row per batch time of the entry, listing its outcomes. */
+    assert_int_equal(index_row_pairs(f, T0, 1, pairs, 8), 5);
+    for (uint64_t i = 0; i < 5; i++) {
+        assert_int_equal(key_get_u64(pairs + 16 * i), 4);
+        assert_int_equal(key_get_u64(pairs + 16 * i + 8), i + 1);
+    }
+    assert_int_equal(index_row_pairs(f, T0 + 1000, 1, pairs, 8), 5);
+    assert_int_equal(digest(f).n, 2 + 10 + 2);
     const int64_t ttl = 60000;
     /* Not yet: a row is kept for ttl_ms of batch time. */
     assert_true(rsm_begin_entry(&f->r, 2));
     assert_int_equal(rsm_results_expire(&f->r, T0 + ttl, ttl, 100), 0);
     assert_int_equal(rsm_commit_entry(&f->r, 2), 0);
-    assert_int_equal(digest(f).n, 2 + 20);
+    assert_int_equal(digest(f).n, 2 + 10 + 2);
     assert_int_equal(expired_at(f), 0);
-    /* Bounded: at most 3 per call, the oldest first; the walk's cursor
-     * (one more row) is the time of the last row deleted. */
+    /* Bounded: at most 3 outcomes per call, the oldest first; their row
+     * is kept with the other two; the walk's cursor (one more row) is the
+     * time of that row. */
     assert_true(rsm_begin_entry(&f->r, 3));
     assert_int_equal(rsm_results_expire(&f->r, T0 + ttl + 1, ttl, 3), 0);
     assert_int_equal(rsm_commit_entry(&f->r, 3), 0);
-    assert_int_equal(digest(f).n, 2 + 14 + 1);
+    assert_int_equal(digest(f).n, 2 + 7 + 2 + 1);
     assert_int_equal(expired_at(f), T0);
-    bool found = true;
-    int status = 0;
-    uint8_t *body = NULL;
-    size_t len = 0;
-    assert_int_equal(rsm_result_get(&f->r, 4, 3, &found, &status, &body, &len, NULL), 0);
-    assert_false(found);
-    assert_int_equal(rsm_result_get(&f->r, 4, 4, &found, &status, &body, &len, NULL), 0);
-    assert_true(found);
-    free(body);
+    assert_int_equal(index_row_pairs(f, T0, 1, pairs, 8), 2);
+    assert_int_equal(key_get_u64(pairs + 8), 4);
+    assert_int_equal(key_get_u64(pairs + 24), 5);
+    assert_false(result_found(f, 4, 3));
+    assert_true(result_found(f, 4, 4));
     /* Only rows older than the cutoff: 4 and 5, not 6..10. */
     assert_true(rsm_begin_entry(&f->r, 4));
     assert_int_equal(rsm_results_expire(&f->r, T0 + ttl + 1, ttl, 100), 0);
     assert_int_equal(rsm_commit_entry(&f->r, 4), 0);
-    assert_int_equal(digest(f).n, 2 + 10 + 1);
+    assert_int_equal(digest(f).n, 2 + 5 + 1 + 1);
+    assert_int_equal(index_row_pairs(f, T0, 1, pairs, 8), 0);
     assert_true(rsm_begin_entry(&f->r, 5));
     assert_int_equal(rsm_results_expire(&f->r, T0 + 1000 + ttl + 1, ttl, 100), 0);
     assert_int_equal(rsm_commit_entry(&f->r, 5), 0);
@@ -763,13 +797,96 @@ static void test_results_expire(void **state)
     assert_true(rsm_begin_entry(&f->r, 6));
     assert_int_equal(rsm_result_put(&f->r, T0, 4, 11, 0, (const uint8_t *)"x", 1, NULL), 0);
     assert_int_equal(rsm_commit_entry(&f->r, 6), 0);
-    struct key tk;
-    key_result_time(&tk, T0 + 1000, 4, 11);
-    assert_true(db_has(f, &tk));
+    assert_int_equal(index_row_pairs(f, T0 + 1000, 6, pairs, 8), 1);
     assert_true(rsm_begin_entry(&f->r, 7));
     assert_int_equal(rsm_results_expire(&f->r, T0 + 1000 + ttl + 1, ttl, 100), 0);
     assert_int_equal(rsm_commit_entry(&f->r, 7), 0);
-    assert_false(db_has(f, &tk));
+    assert_int_equal(index_row_pairs(f, T0 + 1000, 6, pairs, 8), 0);
+    assert_int_equal(digest(f).n, 2 + 1);
+}
+
+/* An entry's index row holds the outcomes stored at its time in the order
+ * stored, also when another time came in between; iterators inside the
+ * entry see it before the commit; client_id 0 is refused, nothing
+ * written. */
+static void test_results_index_row(void **state)
+{
+    struct fx *f = *state;
+    uint8_t pairs[16 * 4];
+    struct key tk;
+    assert_true(rsm_begin_entry(&f->r, 9));
+    assert_int_equal(rsm_result_put(&f->r, T0, 3, 1, 0, NULL, 0, NULL), 0);
+    assert_int_equal(rsm_result_put(&f->r, T0 + 5, 3, 2, 0, NULL, 0, NULL), 0);
+    assert_int_equal(rsm_result_put(&f->r, T0, 2, 7, GS_EEXIST, NULL, 0, NULL), 0);
+    assert_int_equal(rsm_result_put(&f->r, T0, 0, 8, 0, NULL, 0, NULL), GS_EINVAL);
+    key_result_time(&tk, T0, 0, 9);
+    rocksdb_iterator_t *it = rsm_iter(&f->r);
+    rocksdb_iter_seek(it, (const char *)tk.b, tk.len);
+    assert_true(rocksdb_iter_valid(it));
+    size_t klen = 0, vlen = 0;
+    const char *kraw = rocksdb_iter_key(it, &klen);
+    assert_int_equal(klen, tk.len);
+    assert_memory_equal(kraw, tk.b, tk.len);
+    rocksdb_iter_value(it, &vlen);
+    assert_int_equal(vlen, 32); /* (3, 1), and (2, 7) written for the iterator */
+    rocksdb_iter_destroy(it);
+    assert_int_equal(rsm_commit_entry(&f->r, 9), 0);
+    assert_int_equal(index_row_pairs(f, T0, 9, pairs, 4), 2);
+    assert_int_equal(key_get_u64(pairs), 3);
+    assert_int_equal(key_get_u64(pairs + 8), 1);
+    assert_int_equal(key_get_u64(pairs + 16), 2);
+    assert_int_equal(key_get_u64(pairs + 24), 7);
+    assert_int_equal(index_row_pairs(f, T0 + 5, 9, pairs, 4), 1);
+    assert_int_equal(digest(f).n, 2 + 3 + 2);
+    /* An aborted entry's pending outcomes go with it. */
+    assert_true(rsm_begin_entry(&f->r, 10));
+    assert_int_equal(rsm_result_put(&f->r, T0, 3, 3, 0, NULL, 0, NULL), 0);
+    rsm_abort_entry(&f->r);
+    assert_true(rsm_begin_entry(&f->r, 10));
+    assert_int_equal(rsm_commit_entry(&f->r, 10), 0);
+    assert_int_equal(index_row_pairs(f, T0, 10, pairs, 4), 0);
+    assert_int_equal(digest(f).n, 2 + 3 + 2);
+}
+
+/* A schema 1 DB's rows, one per outcome ('r' ts client_id client_seq with an
+ * empty value), expire as they did, in time order with the rows of this
+ * schema. */
+static void test_results_expire_schema1_rows(void **state)
+{
+    struct fx *f = *state;
+    const int64_t ttl = 60000;
+    struct key k;
+    char *err = NULL;
+    for (uint64_t s = 1; s <= 3; s++) {
+        key_pair(&k, KEY_PREFIX_RESULT, 6, s);
+        rocksdb_put(f->r.db, f->r.writeopts, (const char *)k.b, k.len, "\x08\x00", 2, &err);
+        assert_null(err);
+        key_result_time(&k, T0 + (int64_t)s * 10, 6, s);
+        rocksdb_put(f->r.db, f->r.writeopts, (const char *)k.b, k.len, "", 0, &err);
+        assert_null(err);
+    }
+    /* Between the old rows in time: T0 + 15. */
+    assert_true(rsm_begin_entry(&f->r, 1));
+    assert_int_equal(rsm_result_put(&f->r, T0 + 15, 7, 1, 0, NULL, 0, NULL), 0);
+    assert_int_equal(rsm_commit_entry(&f->r, 1), 0);
+    assert_int_equal(digest(f).n, 2 + 6 + 2);
+    /* Three outcomes: old (6, 1), new (7, 1), old (6, 2); (6, 3) stays. */
+    assert_true(rsm_begin_entry(&f->r, 2));
+    assert_int_equal(rsm_results_expire(&f->r, T0 + 100 + ttl, ttl, 3), 0);
+    assert_int_equal(rsm_commit_entry(&f->r, 2), 0);
+    assert_int_equal(expired_at(f), T0 + 20);
+    assert_false(result_found(f, 6, 1));
+    assert_false(result_found(f, 7, 1));
+    assert_false(result_found(f, 6, 2));
+    assert_true(result_found(f, 6, 3));
+    key_result_time(&k, T0 + 30, 6, 3);
+    assert_true(db_has(f, &k));
+    assert_int_equal(digest(f).n, 2 + 2 + 1);
+    assert_true(rsm_begin_entry(&f->r, 3));
+    assert_int_equal(rsm_results_expire(&f->r, T0 + 100 + ttl, ttl, 3), 0);
+    assert_int_equal(rsm_commit_entry(&f->r, 3), 0);
+    assert_false(db_has(f, &k));
+    assert_false(result_found(f, 6, 3));
     assert_int_equal(digest(f).n, 2 + 1);
 }
 
@@ -1121,9 +1238,10 @@ static void test_apply_entry(void **state)
     uint64_t v = 0;
     assert_int_equal(get(f, 4, &v), 0);
     assert_int_equal(v, (uint64_t)T0);
-    /* Two remembered outcomes (the read and client_id 0 are not). */
+    /* Two remembered outcomes (the read and client_id 0 are not) and
+     * their entry's time index row. */
     struct digest d1 = digest(f);
-    assert_int_equal(d1.n, 2 + 2 + 2 * 2);
+    assert_int_equal(d1.n, 2 + 2 + 2 + 1);
 
     /* A replay runs nothing. */
     assert_int_equal(rsm_apply_entry(&f->r, 1, e, len, &toy_spec, &t, res, 3, &n), 0);
@@ -1246,6 +1364,8 @@ int main(void)
         T(test_results),
         T(test_results_expire),
         T(test_results_expire_skips_no_tombstone),
+        T(test_results_index_row),
+        T(test_results_expire_schema1_rows),
         T(test_result_marks),
         T(test_apply_entry_partial_outcome),
         T(test_detach_attach),

@@ -40,7 +40,9 @@
  *
  * Schema. 'S' schema (= CELL_SCHEMA_VERSION) and 'S' cell_id are written when
  * the DB is created; open refuses a newer schema or another cell's DB, and
- * stamps an older one with this build's (rsm.c).
+ * stamps an older one with this build's (rsm.c). The profiles ('U') are the
+ * rsm's point rows, in a column family of their own with a hash memtable
+ * (nothing iterates them); an older DB's are moved there at open.
  */
 #include "cell_fsm.h"
 
@@ -137,7 +139,10 @@ int cell_fsm_open(const struct cell_fsm_options *opts, struct cell_fsm **out, ch
                              .kind = "cell",
                              .schema_version = CELL_SCHEMA_VERSION,
                              .identity_key = KEY_SYS_CELL_ID,
-                             .identity = opts->cell_id};
+                             .identity = opts->cell_id,
+                             /* Profiles: read and written by user id only. */
+                             .point_prefix = KEY_PREFIX_USER,
+                             .point_key_len = KEY_ID_LEN};
     rv = rsm_open(&fsm->rsm, &ro, errmsg, errmsg_len);
     if (rv != 0) {
         log_error("cell", "event=open_failed cell=%" PRIu32 " code=%s", opts->cell_id,

@@ -39,8 +39,9 @@
 #include "metadata.pb-c.h"
 #include "rsm.h"
 
-/* 2: one time index row per entry for its stored outcomes (rsm.c) */
-#define CELL_SCHEMA_VERSION 2
+/* 2: one time index row per entry for its stored outcomes (rsm.c);
+ * 3: the profiles in a column family of their own (the rsm's point rows) */
+#define CELL_SCHEMA_VERSION 3
 #define CELL_ID_BITS 24 /* user_id = cell_id << 40 | seq */
 #define CELL_USER_SEQ_BITS 40
 

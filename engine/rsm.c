@@ -70,6 +70,158 @@ static int rocks_error(const struct rsm *r, char *err)
     return GS_EIO;
 }
 
+/* ---------------------------------------------------------------- column families */
+
+#define RSM_POINT_CF "point"
+
+/* The column family of key: the point rows' for a point key. */
+static rocksdb_column_family_handle_t *cf_for(const struct rsm *r, const uint8_t *key, size_t klen)
+{
+    if (r->cf[1] != NULL && klen == r->point_key_len && key[0] == r->point_prefix) {
+        return r->cf[1];
+    }
+    return r->cf[0];
+}
+
+static void rsm_close_db(struct rsm *r)
+{
+    for (size_t i = 0; i < 2; i++) {
+        if (r->cf[i] != NULL) {
+            rocksdb_column_family_handle_destroy(r->cf[i]);
+            r->cf[i] = NULL;
+        }
+    }
+    rocksdb_close(r->db);
+    r->db = NULL;
+}
+
+/* Open r->db_path with r->options, and its point rows' column family if
+ * there are point rows and the DB has it (a new DB is created with it; an
+ * older one gets it from rsm_point_cf_add() once it is known to be ours).
+ * A DB with a column family this rsm does not have is another kind's (a
+ * cell's profiles). 0 or GS_EIO. */
+static int rsm_open_db(struct rsm *r, char *errmsg, size_t errmsg_len)
+{
+    char *err = NULL;
+    size_t n_listed = 0;
+    bool exists = false, has_point = false;
+    char **listed = rocksdb_list_column_families(r->options, r->db_path, &n_listed, &err);
+    if (err != NULL) {
+        /* No database yet. The list is allocated all the same. */
+        rocksdb_free(err);
+        err = NULL;
+        rocksdb_list_column_families_destroy(listed, n_listed);
+    } else {
+        int rv = 0;
+        exists = true;
+        for (size_t i = 0; i < n_listed && rv == 0; i++) {
+            if (r->point_options != NULL && strcmp(listed[i], RSM_POINT_CF) == 0) {
+                has_point = true;
+            } else if (strcmp(listed[i], "default") != 0) {
+                snprintf(errmsg, errmsg_len,
+                         "database has a column family \"%s\" (not a %s database?)", listed[i],
+                         r->kind);
+                rv = GS_EIO;
+            }
+        }
+        rocksdb_list_column_families_destroy(listed, n_listed);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    const char *names[2] = {"default", RSM_POINT_CF};
+    const rocksdb_options_t *cf_opts[2] = {r->options, r->point_options};
+    int n = r->point_options != NULL && (has_point || !exists) ? 2 : 1;
+    rocksdb_options_set_create_missing_column_families(r->options, !exists);
+    r->db = rocksdb_open_column_families(r->options, r->db_path, n, names, cf_opts, r->cf, &err);
+    if (err != NULL) {
+        snprintf(errmsg, errmsg_len, "cannot open database: %s", err);
+        rocksdb_free(err);
+        r->db = NULL;
+        r->cf[0] = r->cf[1] = NULL;
+        return GS_EIO;
+    }
+    return 0;
+}
+
+/* Move the point rows an older schema kept in the default column family
+ * into their own, in batches of RSM_MOVE_BATCH rows, each batch putting
+ * and deleting its rows at once: a crash between batches leaves every row
+ * in one family or the other, and the next open moves the rest (the
+ * schema is stamped only after). 0 or GS_EIO. */
+#define RSM_MOVE_BATCH 4096
+
+static int rsm_point_move(struct rsm *r, char *errmsg, size_t errmsg_len)
+{
+    char *err = NULL;
+    uint8_t lo = r->point_prefix, hi = (uint8_t)(r->point_prefix + 1);
+    uint64_t moved = 0;
+    size_t n = 0;
+    int rv = 0;
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    if (hi != 0) {
+        rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)&hi, 1);
+    }
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(wo, 1);
+    rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(r->db, ro, r->cf[0]);
+    for (rocksdb_iter_seek(it, (const char *)&lo, 1); rocksdb_iter_valid(it);) {
+        size_t klen = 0, vlen = 0;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if ((uint8_t)k[0] != lo) {
+            break;
+        }
+        if (klen == r->point_key_len) {
+            const char *v = rocksdb_iter_value(it, &vlen);
+            rocksdb_writebatch_put_cf(b, r->cf[1], k, klen, v, vlen);
+            rocksdb_writebatch_delete_cf(b, r->cf[0], k, klen);
+            n++;
+        }
+        rocksdb_iter_next(it);
+        if (n == RSM_MOVE_BATCH || (n > 0 && !rocksdb_iter_valid(it))) {
+            /* The iterator reads an implicit snapshot: the batch's
+             * deletes do not move it. */
+            rocksdb_write(r->db, wo, b, &err);
+            if (err != NULL) {
+                break;
+            }
+            rocksdb_writebatch_clear(b);
+            moved += n;
+            n = 0;
+            if (moved % (64 * RSM_MOVE_BATCH) == 0) {
+                log_info(r->kind, "event=point_rows_moving %s=%" PRIu64 " rows=%" PRIu64,
+                         r->kind, r->identity, moved);
+            }
+        }
+    }
+    if (err == NULL && n > 0) {
+        rocksdb_write(r->db, wo, b, &err);
+        moved += err == NULL ? n : 0;
+    }
+    if (err == NULL) {
+        rv = rsm_iter_status(it);
+    }
+    rocksdb_iter_destroy(it);
+    rocksdb_writebatch_destroy(b);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_readoptions_destroy(ro);
+    if (err != NULL) {
+        snprintf(errmsg, errmsg_len, "cannot move point rows: %s", err);
+        rocksdb_free(err);
+        return GS_EIO;
+    }
+    if (rv != 0) {
+        snprintf(errmsg, errmsg_len, "cannot read point rows to move");
+        return rv;
+    }
+    if (moved > 0) {
+        log_info(r->kind, "event=point_rows_moved %s=%" PRIu64 " rows=%" PRIu64, r->kind,
+                 r->identity, moved);
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- lifecycle */
 
 /* Wait until no digest reads the DB (rsm_digest_run). */
@@ -86,8 +238,7 @@ static void rsm_free(struct rsm *r)
 {
     rsm_wait_digests(r);
     if (r->db != NULL) {
-        rocksdb_close(r->db);
-        r->db = NULL;
+        rsm_close_db(r);
     }
     if (r->wb != NULL) {
         rocksdb_writebatch_wi_destroy(r->wb);
@@ -118,6 +269,10 @@ static void rsm_free(struct rsm *r)
     if (r->options != NULL) {
         rocksdb_options_destroy(r->options);
         r->options = NULL;
+    }
+    if (r->point_options != NULL) {
+        rocksdb_options_destroy(r->point_options);
+        r->point_options = NULL;
     }
     free(r->db_path);
     r->db_path = NULL;
@@ -226,6 +381,23 @@ static int rsm_check_db(struct rsm *r, bool create, char *errmsg, size_t errmsg_
                  identity, r->kind, r->identity);
         return GS_EINVAL;
     }
+    if (r->point_options != NULL && r->cf[1] == NULL) {
+        /* An older schema's DB, ours: its point rows get their family. */
+        char *err = NULL;
+        r->cf[1] = rocksdb_create_column_family(r->db, r->point_options, RSM_POINT_CF, &err);
+        if (err != NULL) {
+            snprintf(errmsg, errmsg_len, "cannot create the point rows' column family: %s", err);
+            rocksdb_free(err);
+            r->cf[1] = NULL;
+            return GS_EIO;
+        }
+    }
+    if (schema < r->schema_version && r->cf[1] != NULL) {
+        rv = rsm_point_move(r, errmsg, errmsg_len);
+        if (rv != 0) {
+            return rv;
+        }
+    }
     if (schema < r->schema_version) {
         rv = rsm_schema_upgrade(r, schema, errmsg, errmsg_len);
         if (rv != 0) {
@@ -294,9 +466,32 @@ static void rsm_tune(rocksdb_options_t *o)
     rocksdb_options_set_level0_stop_writes_trigger(o, 9 * RSM_L0_COMPACT);
 }
 
+/* The point rows' column family: r->options' tuning, a memtable that is
+ * a hash table of RSM_POINT_BUCKETS buckets on the whole key (a bucket's
+ * rows in a sorted list), no memtable filter (a bucket answers a miss as
+ * cheaply). Such a memtable takes one writer at a time, which the rsm is. */
+#define RSM_POINT_BUCKETS 262144
+#define RSM_WAL_MAX_BYTES ((uint64_t)64 << 20)
+
+static void rsm_tune_point(struct rsm *r)
+{
+    rocksdb_options_set_allow_concurrent_memtable_write(r->options, 0);
+    /* The WAL is kept until every family has flushed what it holds, and
+     * the default family's memtable fills slowly beside the profiles': a
+     * 1M-user cell killed after its load replayed 115 MiB of WAL (2 s)
+     * before its open. Past RSM_WAL_MAX_BYTES RocksDB flushes the family
+     * holding the oldest WAL, so a crash replays at most about that, as
+     * with one memtable. */
+    rocksdb_options_set_max_total_wal_size(r->options, RSM_WAL_MAX_BYTES);
+    r->point_options = rocksdb_options_create_copy(r->options);
+    rocksdb_options_set_prefix_extractor(
+        r->point_options, rocksdb_slicetransform_create_fixed_prefix(r->point_key_len));
+    rocksdb_options_set_hash_link_list_rep(r->point_options, RSM_POINT_BUCKETS);
+    rocksdb_options_set_memtable_prefix_bloom_size_ratio(r->point_options, 0);
+}
+
 int rsm_open(struct rsm *r, const struct rsm_options *opts, char *errmsg, size_t errmsg_len)
 {
-    char *err = NULL;
     char scratch[1];
     int rv;
 
@@ -337,6 +532,16 @@ int rsm_open(struct rsm *r, const struct rsm_options *opts, char *errmsg, size_t
         rocksdb_options_set_compression(r->options, rocksdb_no_compression);
         rocksdb_options_set_bottommost_compression(r->options, rocksdb_no_compression);
     }
+    if (opts->point_prefix != 0) {
+        if (opts->point_key_len < 1 || opts->point_key_len > KEY_MAX) {
+            snprintf(errmsg, errmsg_len, "rsm options: point_key_len must be 1..%d", KEY_MAX);
+            rv = GS_EINVAL;
+            goto err;
+        }
+        r->point_prefix = opts->point_prefix;
+        r->point_key_len = opts->point_key_len;
+        rsm_tune_point(r);
+    }
     r->readopts = rocksdb_readoptions_create();
     r->below_readopts = rocksdb_readoptions_create();
     r->writeopts = rocksdb_writeoptions_create();
@@ -354,12 +559,8 @@ int rsm_open(struct rsm *r, const struct rsm_options *opts, char *errmsg, size_t
     if (rv != 0) {
         goto err;
     }
-    r->db = rocksdb_open(r->options, opts->db_path, &err);
-    if (err != NULL) {
-        snprintf(errmsg, errmsg_len, "cannot open database: %s", err);
-        rocksdb_free(err);
-        r->db = NULL;
-        rv = GS_EIO;
+    rv = rsm_open_db(r, errmsg, errmsg_len);
+    if (rv != 0) {
         goto err;
     }
     rv = rsm_check_db(r, true, errmsg, errmsg_len);
@@ -402,7 +603,11 @@ static void rsm_flush_memtables(struct rsm *r)
     char *err = NULL;
     rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
     rocksdb_flushoptions_set_wait(fo, 1);
-    rocksdb_flush(r->db, fo, &err);
+    for (size_t i = 0; i < 2 && err == NULL; i++) {
+        if (r->cf[i] != NULL) {
+            rocksdb_flush_cf(r->db, fo, r->cf[i], &err);
+        }
+    }
     rocksdb_flushoptions_destroy(fo);
     if (err != NULL) {
         log_warn(r->kind, "event=close_flush_failed %s=%" PRIu64 " err=\"%s\"", r->kind,
@@ -509,11 +714,12 @@ static void cache_update(void *arg, const uint8_t *key, size_t klen, const uint8
 
 static void batch_add(void *arg, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
 {
-    rocksdb_writebatch_t *b = arg;
+    struct rsm *r = arg;
+    rocksdb_column_family_handle_t *cf = cf_for(r, key, klen);
     if (val == NULL) {
-        rocksdb_writebatch_delete(b, (const char *)key, klen);
+        rocksdb_writebatch_delete_cf(r->batch, cf, (const char *)key, klen);
     } else {
-        rocksdb_writebatch_put(b, (const char *)key, klen, (const char *)val, vlen);
+        rocksdb_writebatch_put_cf(r->batch, cf, (const char *)key, klen, (const char *)val, vlen);
     }
 }
 
@@ -544,11 +750,11 @@ int rsm_commit_entry(struct rsm *r, uint64_t index)
         wb_release(r);
     } else {
         rocksdb_writebatch_clear(r->batch);
-        if (wset_for_each_sorted(&r->ws, batch_add, r->batch) != 0) {
+        if (wset_for_each_sorted(&r->ws, batch_add, r) != 0) {
             /* Out of memory for the sort: the batch in first-write order is
              * the same state, only slower to insert. */
             rocksdb_writebatch_clear(r->batch);
-            wset_for_each(&r->ws, batch_add, r->batch);
+            wset_for_each(&r->ws, batch_add, r);
         }
         rocksdb_writebatch_put(r->batch, (const char *)k.b, k.len, (const char *)v, sizeof v);
         rocksdb_write(r->db, r->writeopts, r->batch, &err);
@@ -635,7 +841,8 @@ static int rsm_read(struct rsm *r, const struct key *k, bool cached, struct valu
             break;
         }
     }
-    v->owned = rocksdb_get(r->db, r->readopts, (const char *)k->b, k->len, &v->len, &err);
+    v->owned = rocksdb_get_cf(r->db, r->readopts, cf_for(r, k->b, k->len), (const char *)k->b,
+                              k->len, &v->len, &err);
     if (err != NULL) {
         return rocks_error(r, err);
     }
@@ -751,7 +958,8 @@ void rsm_put(struct rsm *r, const struct key *k, const void *val, size_t len)
         r->entry_error = GS_ENOMEM;
     }
     if (r->wbwi) {
-        rocksdb_writebatch_wi_put(r->wb, (const char *)k->b, k->len, val, len);
+        rocksdb_writebatch_wi_put_cf(r->wb, cf_for(r, k->b, k->len), (const char *)k->b, k->len,
+                                     val, len);
     }
 }
 
@@ -782,17 +990,19 @@ void rsm_delete(struct rsm *r, const struct key *k)
         r->entry_error = GS_ENOMEM;
     }
     if (r->wbwi) {
-        rocksdb_writebatch_wi_delete(r->wb, (const char *)k->b, k->len);
+        rocksdb_writebatch_wi_delete_cf(r->wb, cf_for(r, k->b, k->len), (const char *)k->b,
+                                        k->len);
     }
 }
 
 static void wbwi_add(void *arg, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
 {
-    rocksdb_writebatch_wi_t *wb = arg;
+    struct rsm *r = arg;
+    rocksdb_column_family_handle_t *cf = cf_for(r, key, klen);
     if (val == NULL) {
-        rocksdb_writebatch_wi_delete(wb, (const char *)key, klen);
+        rocksdb_writebatch_wi_delete_cf(r->wb, cf, (const char *)key, klen);
     } else {
-        rocksdb_writebatch_wi_put(wb, (const char *)key, klen, (const char *)val, vlen);
+        rocksdb_writebatch_wi_put_cf(r->wb, cf, (const char *)key, klen, (const char *)val, vlen);
     }
 }
 
@@ -809,7 +1019,7 @@ static rocksdb_iterator_t *merged_iter(struct rsm *r, rocksdb_iterator_t *base)
     }
     if (!r->wbwi) {
         rocksdb_writebatch_wi_clear(r->wb);
-        wset_for_each(&r->ws, wbwi_add, r->wb);
+        wset_for_each(&r->ws, wbwi_add, r);
         r->wbwi = true;
     }
     /* The merged iterator takes ownership of `base`. */
@@ -1364,30 +1574,35 @@ static void digest_put(crypto_generichash_state *st, const char *p, size_t n)
     crypto_generichash_update(st, (const unsigned char *)p, n);
 }
 
-/* 'S' applied_index is excluded: it is node-local bookkeeping (a replica that
- * consumed extra non-command entries has the same data). */
+/* The rows of the default column family in key order, then the point
+ * rows' in key order. 'S' applied_index is excluded: it is node-local
+ * bookkeeping (a replica that consumed extra non-command entries has the
+ * same data). ro must have total_order_seek (a hash memtable's iterator
+ * is otherwise one of a prefix). */
 static int digest_scan(struct rsm *r, const rocksdb_readoptions_t *ro, uint8_t digest[32],
                        uint64_t *n_keys)
 {
     crypto_generichash_state st;
     uint64_t n = 0;
-    int rv;
+    int rv = 0;
 
     crypto_generichash_init(&st, NULL, 0, 32);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(r->db, ro);
-    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-        size_t klen = 0, vlen = 0;
-        const char *k = rocksdb_iter_key(it, &klen);
-        if (key_is_system(k, klen, KEY_SYS_APPLIED_INDEX)) {
-            continue;
+    for (size_t i = 0; i < 2 && rv == 0 && r->cf[i] != NULL; i++) {
+        rocksdb_iterator_t *it = rocksdb_create_iterator_cf(r->db, ro, r->cf[i]);
+        for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+            size_t klen = 0, vlen = 0;
+            const char *k = rocksdb_iter_key(it, &klen);
+            if (key_is_system(k, klen, KEY_SYS_APPLIED_INDEX)) {
+                continue;
+            }
+            const char *v = rocksdb_iter_value(it, &vlen);
+            digest_put(&st, k, klen);
+            digest_put(&st, v, vlen);
+            n++;
         }
-        const char *v = rocksdb_iter_value(it, &vlen);
-        digest_put(&st, k, klen);
-        digest_put(&st, v, vlen);
-        n++;
+        rv = rsm_iter_status(it);
+        rocksdb_iter_destroy(it);
     }
-    rv = rsm_iter_status(it);
-    rocksdb_iter_destroy(it);
     if (rv != 0) {
         return rv;
     }
@@ -1398,7 +1613,11 @@ static int digest_scan(struct rsm *r, const rocksdb_readoptions_t *ro, uint8_t d
 
 int rsm_digest(struct rsm *r, uint8_t digest[32], uint64_t *n_keys)
 {
-    return digest_scan(r, r->readopts, digest, n_keys);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_total_order_seek(ro, 1);
+    int rv = digest_scan(r, ro, digest, n_keys);
+    rocksdb_readoptions_destroy(ro);
+    return rv;
 }
 
 int rsm_digest_begin(struct rsm *r, struct rsm_digest_job *job)
@@ -1411,6 +1630,7 @@ int rsm_digest_begin(struct rsm *r, struct rsm_digest_job *job)
     job->r = r;
     job->snapshot = rocksdb_create_snapshot(r->db);
     rocksdb_readoptions_set_snapshot(job->readopts, job->snapshot);
+    rocksdb_readoptions_set_total_order_seek(job->readopts, 1);
     /* Nothing applies between the snapshot and this read: same thread. */
     job->applied_index = r->applied_index;
     pthread_mutex_lock(&r->digest_lock);
@@ -1445,15 +1665,13 @@ void rsm_detach(struct rsm *r)
     if (rsm_sync(r) != 0) {
         log_error(r->kind, "event=close_sync_failed %s=%" PRIu64, r->kind, r->identity);
     }
-    rocksdb_close(r->db);
-    r->db = NULL;
+    rsm_close_db(r);
     r->applied_index = 0;
     forget_committed_state(r);
 }
 
 int rsm_attach(struct rsm *r, char *errmsg, size_t errmsg_len)
 {
-    char *err = NULL;
     char scratch[1];
     if (errmsg == NULL || errmsg_len == 0) {
         errmsg = scratch;
@@ -1463,18 +1681,14 @@ int rsm_attach(struct rsm *r, char *errmsg, size_t errmsg_len)
     assert(r->db == NULL);
     forget_committed_state(r);
     rocksdb_options_set_create_if_missing(r->options, 0);
-    r->db = rocksdb_open(r->options, r->db_path, &err);
+    int rv = rsm_open_db(r, errmsg, errmsg_len);
     rocksdb_options_set_create_if_missing(r->options, 1);
-    if (err != NULL) {
-        snprintf(errmsg, errmsg_len, "cannot open database: %s", err);
-        rocksdb_free(err);
-        r->db = NULL;
-        return GS_EIO;
-    }
-    int rv = rsm_check_db(r, false, errmsg, errmsg_len);
     if (rv != 0) {
-        rocksdb_close(r->db);
-        r->db = NULL;
+        return rv;
+    }
+    rv = rsm_check_db(r, false, errmsg, errmsg_len);
+    if (rv != 0) {
+        rsm_close_db(r);
         r->applied_index = 0;
     }
     return rv;

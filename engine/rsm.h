@@ -63,6 +63,14 @@ struct rsm_options {
     uint64_t schema_version;  /* written at creation; 1..this opens */
     const char *identity_key; /* system key name of the group id (KEY_SYS_*) */
     uint64_t identity;        /* written at creation, checked on open */
+    /* Point rows: keys of point_key_len bytes starting with point_prefix
+     * (0: none) are only ever read and written by key, never iterated
+     * inside an entry, and live in a column family of their own whose
+     * memtable is a hash table (an insert is a bucket's, not a search of a
+     * skiplist); the digest, checkpoints and close cover it. An older
+     * schema's point rows are moved into it at open. */
+    uint8_t point_prefix;
+    size_t point_key_len;
 };
 
 /* Embedded by value in the state machine that uses it. The fields are the
@@ -70,6 +78,12 @@ struct rsm_options {
 struct rsm {
     rocksdb_t *db; /* NULL only between detach and attach */
     rocksdb_options_t *options;
+    /* Column families while db is open: [0] the default, [1] the point
+     * rows' (NULL without point rows), opened with point_options. */
+    rocksdb_column_family_handle_t *cf[2];
+    rocksdb_options_t *point_options;
+    uint8_t point_prefix;
+    size_t point_key_len;
     rocksdb_readoptions_t *readopts;
     /* rsm_iter_below()'s: its bound, read by RocksDB for as long as the
      * iterator lives. */

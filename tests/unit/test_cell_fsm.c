@@ -392,7 +392,10 @@ static void test_open_refuses(void **state)
     /* A newer schema. */
     rocksdb_options_t *ro = rocksdb_options_create();
     char *rerr = NULL;
-    rocksdb_t *db = rocksdb_open(ro, f->path, &rerr);
+    const char *cf_names[2] = {"default", "point"}; /* the profiles' family */
+    const rocksdb_options_t *cf_opts[2] = {ro, ro};
+    rocksdb_column_family_handle_t *cfs[2];
+    rocksdb_t *db = rocksdb_open_column_families(ro, f->path, 2, cf_names, cf_opts, cfs, &rerr);
     assert_null(rerr);
     rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
     struct key k;
@@ -401,6 +404,8 @@ static void test_open_refuses(void **state)
     key_put_u64(v, CELL_SCHEMA_VERSION + 1);
     rocksdb_put(db, wo, (const char *)k.b, k.len, (const char *)v, 8, &rerr);
     assert_null(rerr);
+    rocksdb_column_family_handle_destroy(cfs[0]);
+    rocksdb_column_family_handle_destroy(cfs[1]);
     rocksdb_close(db);
     o.cell_id = CELL;
     assert_int_equal(cell_fsm_open(&o, &fsm, err, sizeof err), GS_EIO);

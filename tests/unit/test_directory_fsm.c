@@ -560,7 +560,7 @@ static void test_open_reopen_refuses(void **state)
     cell_fsm_close(cell);
     o.db_path = cell_path;
     assert_int_equal(directory_fsm_open(&o, &d, err, sizeof err), GS_EIO);
-    assert_non_null(strstr(err, "directory_shard"));
+    assert_non_null(strstr(err, "not a directory database"));
     co.db_path = f->path;
     assert_int_equal(cell_fsm_open(&co, &cell, err, sizeof err), GS_EIO);
     assert_null(cell);

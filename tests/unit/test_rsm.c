@@ -1015,6 +1015,172 @@ static void test_probe(void **state)
     assert_int_equal(rsm_applied_index(&f->r), 4);
 }
 
+/* ---------------------------------------------------------------- point rows */
+
+/* opts_for() with point rows: 'U' keys of KEY_ID_LEN bytes. */
+static struct rsm_options point_opts_for(const char *path, uint64_t schema)
+{
+    struct rsm_options o = opts_for(path, GROUP);
+    o.schema_version = schema;
+    o.point_prefix = KEY_PREFIX_USER;
+    o.point_key_len = KEY_ID_LEN;
+    return o;
+}
+
+/* Whether k is in column family i of r, as committed. */
+static bool cf_has(struct rsm *r, int i, const struct key *k)
+{
+    char *err = NULL;
+    size_t len = 0;
+    char *v = rocksdb_get_cf(r->db, r->readopts, r->cf[i], (const char *)k->b, k->len, &len, &err);
+    assert_null(err);
+    rocksdb_free(v);
+    return v != NULL;
+}
+
+/* Point rows live in their own column family, through both commit paths
+ * (a plain entry, and one whose writes went to the indexed batch for an
+ * iterator); reads, deletes, the digest and reopen see them there; other
+ * keys, a 'U' key of another length among them, stay in the default. */
+static void test_point_rows(void **state)
+{
+    struct fx *f = *state;
+    rsm_close(&f->r);
+    snprintf(f->path, sizeof f->path, "%s/point", f->dir);
+    struct rsm_options o = point_opts_for(f->path, 1);
+    assert_int_equal(rsm_open(&f->r, &o, NULL, 0), 0);
+    assert_non_null(f->r.cf[1]);
+    struct key u1, u2, t1, longer;
+    key_id(&u1, KEY_PREFIX_USER, 1);
+    key_id(&u2, KEY_PREFIX_USER, 2);
+    key_id(&t1, KEY_PREFIX_SETTINGS, 1);
+    key_pair(&longer, KEY_PREFIX_USER, 1, 2);
+    assert_true(rsm_begin_entry(&f->r, 1));
+    rsm_put_u64(&f->r, &u1, 10);
+    rsm_put_u64(&f->r, &t1, 11);
+    rsm_put_u64(&f->r, &longer, 12);
+    assert_int_equal(rsm_commit_entry(&f->r, 1), 0);
+    assert_true(cf_has(&f->r, 1, &u1));
+    assert_false(cf_has(&f->r, 0, &u1));
+    assert_true(cf_has(&f->r, 0, &t1));
+    assert_true(cf_has(&f->r, 0, &longer));
+    assert_false(cf_has(&f->r, 1, &longer));
+    struct digest d1 = digest(f);
+    assert_int_equal(d1.n, 2 + 3);
+
+    /* The indexed batch's path: an iterator first, then point writes. */
+    assert_true(rsm_begin_entry(&f->r, 2));
+    rsm_put_u64(&f->r, &t1, 21);
+    rocksdb_iterator_t *it = rsm_iter(&f->r);
+    rocksdb_iter_destroy(it);
+    assert_true(f->r.wbwi);
+    rsm_put_u64(&f->r, &u2, 20);
+    rsm_delete(&f->r, &u1);
+    uint64_t v = 0;
+    assert_int_equal(rsm_get_u64(&f->r, &u2, &v), 0);
+    assert_int_equal(v, 20);
+    assert_int_equal(rsm_get_u64(&f->r, &u1, &v), GS_ENOTFOUND);
+    assert_int_equal(rsm_commit_entry(&f->r, 2), 0);
+    assert_true(cf_has(&f->r, 1, &u2));
+    assert_false(cf_has(&f->r, 0, &u2));
+    assert_false(cf_has(&f->r, 1, &u1));
+    struct digest d2 = digest(f);
+    assert_int_equal(d2.n, 2 + 3);
+    assert_memory_not_equal(d1.d, d2.d, 32);
+
+    /* Reopen: the same rows in the same families, the same digest. */
+    rsm_close(&f->r);
+    assert_int_equal(rsm_open(&f->r, &o, NULL, 0), 0);
+    assert_true(cf_has(&f->r, 1, &u2));
+    assert_int_equal(rsm_get_u64(&f->r, &u2, &v), 0);
+    assert_int_equal(v, 20);
+    struct digest d3 = digest(f);
+    assert_memory_equal(d2.d, d3.d, 32);
+
+    /* A point row changed is a digest changed. */
+    assert_true(rsm_begin_entry(&f->r, 3));
+    rsm_put_u64(&f->r, &u2, 30);
+    assert_int_equal(rsm_commit_entry(&f->r, 3), 0);
+    assert_memory_not_equal(digest(f).d, d3.d, 32);
+
+    /* An rsm without point rows refuses the DB, changing nothing. */
+    rsm_close(&f->r);
+    struct rsm other;
+    char err[256] = "";
+    struct rsm_options plain = opts_for(f->path, GROUP);
+    assert_int_equal(rsm_open(&other, &plain, err, sizeof err), GS_EIO);
+    assert_non_null(strstr(err, "column family \"point\""));
+    assert_int_equal(rsm_open(&f->r, &o, NULL, 0), 0);
+}
+
+/* An older schema's point rows, in the default family, move to their own
+ * at open (the family is created only once the DB is known to be ours),
+ * the schema is stamped after; the rows and the digest are as before. */
+static void test_point_rows_moved(void **state)
+{
+    struct fx *f = *state;
+    enum { N = 5000 }; /* more than one batch of the move */
+    struct key k;
+    assert_true(rsm_begin_entry(&f->r, 1));
+    for (uint64_t id = 1; id <= N; id++) {
+        key_id(&k, KEY_PREFIX_USER, id);
+        rsm_put_u64(&f->r, &k, id);
+    }
+    key_pair(&k, KEY_PREFIX_USER, 1, 2);
+    rsm_put_u64(&f->r, &k, 7);
+    assert_int_equal(rsm_commit_entry(&f->r, 1), 0);
+    struct digest before = digest(f);
+    assert_int_equal(before.n, 2 + N + 1);
+    rsm_close(&f->r);
+
+    /* Another group's rsm with point rows: refused, and no family made. */
+    struct rsm other;
+    struct rsm_options o = point_opts_for(f->path, 2);
+    o.identity = GROUP + 1;
+    assert_int_equal(rsm_open(&other, &o, NULL, 0), GS_EINVAL);
+    open_at(f, GROUP); /* would fail on a family it does not have */
+    rsm_close(&f->r);
+
+    o = point_opts_for(f->path, 2);
+    assert_int_equal(rsm_open(&f->r, &o, NULL, 0), 0);
+    struct key first, last;
+    key_id(&first, KEY_PREFIX_USER, 1);
+    key_id(&last, KEY_PREFIX_USER, N);
+    assert_true(cf_has(&f->r, 1, &first));
+    assert_true(cf_has(&f->r, 1, &last));
+    assert_false(cf_has(&f->r, 0, &first));
+    assert_false(cf_has(&f->r, 0, &last));
+    assert_true(cf_has(&f->r, 0, &k)); /* not a point key: stays */
+    uint64_t v = 0, schema = 0;
+    assert_int_equal(rsm_get_u64(&f->r, &last, &v), 0);
+    assert_int_equal(v, N);
+    struct key sk;
+    key_system(&sk, KEY_SYS_SCHEMA);
+    assert_int_equal(rsm_get_u64(&f->r, &sk, &schema), 0);
+    assert_int_equal(schema, 2);
+    struct digest after = digest(f);
+    assert_int_equal(after.n, before.n);
+
+    /* Opened again: nothing left to move, the same state. */
+    rsm_close(&f->r);
+    assert_int_equal(rsm_open(&f->r, &o, NULL, 0), 0);
+    assert_memory_equal(digest(f).d, after.d, 32);
+
+    /* A read-only probe of another DB with point rows reads its index. */
+    char err[256] = "";
+    char copy[128];
+    uint64_t applied = 0;
+    snprintf(copy, sizeof copy, "%s/copy", f->dir);
+    struct rsm_options co = point_opts_for(copy, 2);
+    assert_int_equal(rsm_open(&other, &co, NULL, 0), 0);
+    assert_true(rsm_begin_entry(&other, 3));
+    rsm_put_u64(&other, &first, 3);
+    assert_int_equal(rsm_commit_entry(&other, 3), 0);
+    rsm_close(&other);
+    assert_int_equal(rsm_probe(&f->r, copy, &applied, err, sizeof err), 0);
+    assert_int_equal(applied, 3);
+}
+
 /* The checkpoint module works on any rsm, here one of a kind that is
  * neither a cell nor a directory nor a metadata group. */
 static void test_checkpoint_any_rsm(void **state)
@@ -1366,6 +1532,8 @@ int main(void)
         T(test_results_expire_skips_no_tombstone),
         T(test_results_index_row),
         T(test_results_expire_schema1_rows),
+        T(test_point_rows),
+        T(test_point_rows_moved),
         T(test_result_marks),
         T(test_apply_entry_partial_outcome),
         T(test_detach_attach),

@@ -8,7 +8,8 @@
  * HMAC-SHA256(username_key, username).
  *
  *   'S' name                         system keys (KEY_SYS_*); value: u64 BE
- *   'U' user_id                      Profile (counts not stored here)
+ *   'U' user_id                      Profile (counts not stored here); the rsm's
+ *                                    point rows: a column family of their own
  *   'N' hmac(32)                     username hash -> user_id (u64 BE)
  *   'C' user_id                      EdgeCounts
  *   'F' followee follower            ""   followers of followee

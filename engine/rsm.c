@@ -20,6 +20,12 @@
  * to the DB, whose answer is cached. A committed entry updates the cached
  * rows it wrote; open, detach and attach empty the cache.
  *
+ * Point rows (rsm_options.point_prefix, a cell's profiles) live in a column
+ * family of their own whose memtable is a hash table: a random key's insert
+ * finds its bucket instead of searching a skiplist. Every read and write
+ * picks its family by the key (cf_for); iterators are over the default
+ * family only, which is why point rows must never be iterated in an entry.
+ *
  * The commit is one unsynced write with the WAL on:
  * the WAL makes a process crash lose nothing RocksDB acknowledged, and
  * rsm_sync() (rocksdb_flush_wal(db, 1)) makes a machine crash lose nothing

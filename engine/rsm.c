@@ -103,7 +103,7 @@ static void rsm_close_db(struct rsm *r)
 
 /* Open r->db_path with r->options, and its point rows' column family if
  * there are point rows and the DB has it (a new DB is created with it; an
- * older one gets it from rsm_point_cf_add() once it is known to be ours).
+ * older one gets it in rsm_check_db() once it is known to be ours).
  * A DB with a column family this rsm does not have is another kind's (a
  * cell's profiles). 0 or GS_EIO. */
 static int rsm_open_db(struct rsm *r, char *errmsg, size_t errmsg_len)

@@ -185,7 +185,7 @@ static int rsm_point_move(struct rsm *r, char *errmsg, size_t errmsg_len)
             n++;
         }
         rocksdb_iter_next(it);
-        if (n == RSM_MOVE_BATCH || (n > 0 && !rocksdb_iter_valid(it))) {
+        if (n == RSM_MOVE_BATCH) {
             /* The iterator reads an implicit snapshot: the batch's
              * deletes do not move it. */
             rocksdb_write(r->db, wo, b, &err);
@@ -1016,8 +1016,9 @@ static rocksdb_iterator_t *merged_iter(struct rsm *r, rocksdb_iterator_t *base)
 {
     /* The entry's pending index row is one of its writes the iterator
      * must see; a failure fails the entry's commit. */
-    if (r->in_entry && results_index_flush(r) != 0 && r->entry_error == 0) {
-        r->entry_error = GS_ENOMEM;
+    int flushed = r->in_entry ? results_index_flush(r) : 0;
+    if (flushed != 0 && r->entry_error == 0) {
+        r->entry_error = flushed;
     }
     if (!r->in_entry || wset_count(&r->ws) == 0) {
         /* Nothing written in this entry yet: the DB is the merged view. */
@@ -1312,10 +1313,18 @@ struct expiry {
 };
 
 /* Take the outcomes of one index row, as many as max allows. `pairs` of
- * a schema 1 row is its key's own pair. 0, or GS_ENOMEM. */
+ * a schema 1 row is its key's own pair. The keys are allocated with the
+ * first row (most walks find none): each row taken gives one outcome at
+ * least, so at most max outcomes and max rows. 0, or GS_ENOMEM. */
 static int expiry_take(struct expiry *x, const char *row, size_t row_len, int64_t ts,
                        const uint8_t *pairs, size_t pairs_len)
 {
+    if (x->gone == NULL) {
+        if (x->max > SIZE_MAX / (2 * sizeof *x->gone) ||
+            (x->gone = malloc(2 * x->max * sizeof *x->gone)) == NULL) {
+            return GS_ENOMEM;
+        }
+    }
     size_t m = pairs_len / RESULT_PAIR_LEN;
     size_t take = m < x->max - x->n_results ? m : x->max - x->n_results;
     for (size_t i = 0; i < take; i++) {
@@ -1351,16 +1360,9 @@ int rsm_results_expire(struct rsm *r, int64_t now_ms, int64_t ttl_ms, size_t max
     if (max == 0 || now_ms < INT64_MIN + ttl_ms) {
         return 0;
     }
-    /* Each row taken gives one outcome at least: at most max outcomes and
-     * max rows. */
-    if (max > SIZE_MAX / (2 * sizeof *x.gone) ||
-        (x.gone = calloc(2 * max, sizeof *x.gone)) == NULL) {
-        return GS_ENOMEM;
-    }
     int64_t cutoff = now_ms - ttl_ms, expired = INT64_MIN;
     rv = results_expired_get(r, &expired);
     if (rv != 0) {
-        free(x.gone);
         return rv;
     }
     if (expired == INT64_MIN) {

@@ -145,7 +145,10 @@ struct rsm_digest_job {
  * zeroed or not). A crash in the middle of a checkpoint install is first
  * finished or undone (checkpoint_recover_swap). A new, empty DB gets the
  * schema and identity keys (written synced); an existing one must have a
- * schema in 1..opts->schema_version and the same identity. On failure nothing
+ * schema in 1..opts->schema_version and the same identity, and one of an
+ * older schema is upgraded (its point rows moved to their family, then the
+ * schema stamped, each synced). A DB with a column family this rsm does
+ * not have is refused before anything is written. On failure nothing
  * is held, *r may be passed to rsm_close() (a no-op) and errmsg has one line.
  * Returns 0, GS_EINVAL (another group's DB, bad options), GS_ENOMEM or GS_EIO
  * (also: unsupported schema, or data without a schema).

@@ -1174,6 +1174,8 @@ static int run_cell_status(struct cli *cli, const struct args *a)
                 jset(o, "commit_index", ju64(st->commit_index));
                 jset(o, "applied_index", ju64(st->applied_index));
                 jset(o, "last_log_index", ju64(st->last_log_index));
+                jset(o, "read_checks", ju64(st->read_checks));
+                jset(o, "read_barriers", ju64(st->read_barriers));
                 json_t *members = jcheck(json_array());
                 for (size_t m = 0; m < st->n_members; m++) {
                     const Geoscale__Member *mb = st->members[m];

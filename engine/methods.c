@@ -35,6 +35,7 @@ static const struct method_info methods[] = {
     MG(CHECKPOINT_CHUNK, "CheckpointChunk", LOCAL, NODE, checkpoint_chunk_request,
        checkpoint_chunk_response),
     MG(NODE_STATUS, "NodeStatus", LOCAL, NODE, node_status_request, node_status_response),
+    MG(LEADER_CHECK, "LeaderCheck", LOCAL, NODE, leader_check_request, leader_check_response),
     M(OUTBOX_ACK, "OutboxAck", WRITE, outbox_ack_request, outbox_ack_response),
     M(OUTBOX_READ, "OutboxRead", READ_ANY, outbox_read_request, outbox_read_response),
     M(EDGE_APPLY, "EdgeApply", WRITE, edge_apply_request, edge_apply_response),

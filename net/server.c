@@ -399,6 +399,8 @@ static void server_cell_status(struct server *srv, struct server_request *req)
     resp.commit_index = st.commit_index;
     resp.applied_index = st.applied_index;
     resp.last_log_index = st.last_log_index;
+    resp.read_checks = st.read_checks;
+    resp.read_barriers = st.read_barriers;
     resp.n_members = cfg->n_peers;
     resp.members = member_ptrs;
     uint8_t buf[4096];
@@ -407,6 +409,54 @@ static void server_cell_status(struct server *srv, struct server_request *req)
     assert(len <= sizeof buf);
     geoscale__cell_status_response__pack(&resp, buf);
     request_reply(req, 0, (uint32_t)st.leader_id, buf, len);
+}
+
+/* LeaderCheck (raft/leader_check.h): this node's term in the group named,
+ * read here on the server's loop, without waiting for the group's thread.
+ * A term is no secret (CellStatus tells it to anyone): any caller may ask. */
+static void server_leader_check(struct server *srv, struct server_request *req)
+{
+    /* The body was validated as this method's request message. */
+    Geoscale__LeaderCheckRequest *rq =
+        geoscale__leader_check_request__unpack(NULL, req->len, req->body);
+    if (rq == NULL) {
+        request_reply(req, GS_EINVAL, 0, NULL, 0);
+        return;
+    }
+    struct group *g = NULL;
+    uint32_t group_id = 0;
+    switch (rq->group) {
+    case GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__CELL:
+        g = srv->groups[METHOD_GROUP_CELL];
+        group_id = srv->cfg->cell_id;
+        break;
+    case GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__DIRECTORY:
+        g = srv->groups[METHOD_GROUP_DIRECTORY];
+        break;
+    case GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__METADATA:
+        g = srv->groups[METHOD_GROUP_METADATA];
+        break;
+    default:
+        break;
+    }
+    bool same = g != NULL && rq->cell_id == group_id;
+    geoscale__leader_check_request__free_unpacked(rq, NULL);
+    if (!same) {
+        request_reply(req, GS_ENOTFOUND, 0, NULL, 0);
+        return;
+    }
+    Geoscale__LeaderCheckResponse resp = GEOSCALE__LEADER_CHECK_RESPONSE__INIT;
+    resp.node_id = srv->cfg->node_id;
+    resp.term = group_term(g);
+    if (resp.term == 0) {
+        request_reply(req, GS_EUNAVAILABLE, 0, NULL, 0); /* not loaded yet */
+        return;
+    }
+    uint8_t buf[32];
+    size_t len = geoscale__leader_check_response__get_packed_size(&resp);
+    assert(len <= sizeof buf); /* two varints */
+    geoscale__leader_check_response__pack(&resp, buf);
+    request_reply(req, 0, 0, buf, len);
 }
 
 static void server_node_status(struct server *srv, struct server_request *req)
@@ -528,6 +578,10 @@ void server_dispatch(struct server *srv, struct server_request *req)
     }
     if (req->header.method == GEOSCALE__METHOD__METHOD_NODE_STATUS) {
         server_node_status(srv, req);
+        return;
+    }
+    if (req->header.method == GEOSCALE__METHOD__METHOD_LEADER_CHECK) {
+        server_leader_check(srv, req);
         return;
     }
     if (req->header.method == GEOSCALE__METHOD__METHOD_CHECKPOINT_INFO ||

@@ -33,13 +33,22 @@
  * term it was proposed in, and libraft fails every pending request when the
  * node steps down.
  *
- * Reads. Linearizable reads wait for a raft_barrier: one barrier serves all
- * the reads that arrived before it was proposed; reads arriving later wait
- * for the next one, proposed at once while fewer than
- * GROUP_BARRIERS_INFLIGHT are in flight. A barrier is an entry of the
- * leader's term committed by a quorum, so its completion also proves
- * leadership. Its reads then go to the applier, behind every entry
- * committed before the barrier.
+ * Reads. Linearizable reads wait, in batches, for a proof that this node
+ * still leads, then go to the applier behind every entry committed before
+ * they arrived. The proof is a leader check (raft/leader_check.h, Raft's
+ * ReadIndex): the commit index is noted and a quorum of voters confirms
+ * that none has joined a newer term, one round trip and no log entry. It
+ * needs an entry of the current term committed, so the first batch of a
+ * term, and any batch whose check failed (a voter answered a newer term,
+ * or too few answered), waits for a raft_barrier instead: an entry of the
+ * leader's term committed by a quorum, which proves leadership and, once
+ * applied, that every earlier entry is with the applier. One check or
+ * barrier serves all the reads that arrived before it started; reads
+ * arriving later wait for the next one, started at once while fewer than
+ * GROUP_BARRIERS_INFLIGHT of each are in flight. The term this node
+ * answers other leaders' checks with is the one it last made durable
+ * (group_term()): it is published before libraft persists a new term,
+ * hence before any vote or append answer of that term leaves.
  *
  * Outcomes. A write whose raft_apply was refused was never proposed
  * (NOT_LEADER / UNAVAILABLE, safe to retry). A write whose callback failed
@@ -59,6 +68,7 @@
 #include "group.h"
 #include "applier.h"
 #include "defaults.h"
+#include "leader_check.h"
 #include "log_budget.h"
 #include "snapshot_pull.h"
 #include "tcp_nodelay.h"
@@ -67,6 +77,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +92,7 @@
 #include "../engine/entry.h"
 #include "../engine/log.h"
 #include "../engine/methods.h"
+#include "geoscale.pb-c.h"
 #include "geoscale/errors.h"
 
 #define GROUP_TICK_MS 50
@@ -115,7 +127,16 @@ struct group_barrier {
     struct raft_barrier req; /* req.data = the group_barrier */
     struct group *g;
     struct group_request *reads; /* linked by next_in_batch */
+    uint64_t term;               /* proposed in */
     bool inflight;
+};
+
+/* A leader check and the reads that wait for it. */
+struct group_check {
+    struct leader_check_round round; /* round.data = the group_check */
+    struct group *g;
+    struct group_request *reads; /* linked by next_in_batch */
+    uint64_t read_index;         /* the commit index when it started */
 };
 
 /* One raft_apply of a batch of writes. */
@@ -187,6 +208,19 @@ struct group {
     struct group_request *reads_waiting_head, *reads_waiting_tail;
     struct group_barrier barriers[GROUP_BARRIERS_INFLIGHT];
     unsigned n_barriers;
+    struct group_check checks[GROUP_BARRIERS_INFLIGHT];
+    unsigned n_checks;
+    struct leader_check *checker; /* opened on this node's first check */
+    /* The term in which this node, as leader, saw a barrier of that term
+     * complete: leader checks serve reads only then. 0: none. */
+    uint64_t term_committed;
+    /* The term group_term() answers: set before libraft persists a new
+     * one (group_set_term); 0 until raft has started. */
+    _Atomic uint64_t term_seen;
+    int (*io_set_term)(struct raft_io *io, raft_term term); /* raft_uv's */
+    /* Read batches served, by leader check and by barrier: counted on
+     * this thread, read by group_get_status() at once. */
+    _Atomic uint64_t read_checks, read_barriers;
 
     bool stopping;
     /* A stopping leader hands leadership to a follower first, so that the
@@ -874,7 +908,7 @@ static void group_flush_writes(struct group *g)
 
 /* ------------------------------------------------------------ reads */
 
-static void group_maybe_barrier(struct group *g);
+static void group_maybe_read(struct group *g);
 
 static void barrier_cb(struct raft_barrier *barrier, int status)
 {
@@ -886,27 +920,30 @@ static void barrier_cb(struct raft_barrier *barrier, int status)
     assert(g->n_barriers > 0);
     g->n_barriers--;
     if (status == 0) {
+        /* An entry of this term is committed: leader checks may serve the
+         * term's next reads. */
+        if (b->term == raft_current_term(&g->raft)) {
+            g->term_committed = b->term;
+        }
+        atomic_fetch_add_explicit(&g->read_barriers, 1, memory_order_relaxed);
         /* Every entry committed before the barrier is with the applier. */
         group_push_reads(g, list, g->cfg.node_id);
     } else {
         req_list_complete(g, list, g->stopping ? GS_ESHUTDOWN : req_not_leader_status(g));
     }
     if (!g->stopping) {
-        group_maybe_barrier(g);
+        group_maybe_read(g);
     }
 }
 
-static void group_maybe_barrier(struct group *g)
+/* Propose a barrier for the reads waiting, if a slot is free. */
+static void group_read_barrier(struct group *g)
 {
-    if (g->n_barriers >= GROUP_BARRIERS_INFLIGHT || g->reads_waiting_head == NULL) {
-        return;
+    if (g->n_barriers >= GROUP_BARRIERS_INFLIGHT) {
+        return; /* the next barrier_cb comes back here */
     }
     struct group_request *list = g->reads_waiting_head;
     g->reads_waiting_head = g->reads_waiting_tail = NULL;
-    if (raft_state(&g->raft) != RAFT_LEADER) {
-        req_list_complete(g, list, req_not_leader_status(g));
-        return;
-    }
     struct group_barrier *b = NULL;
     for (unsigned i = 0; i < GROUP_BARRIERS_INFLIGHT && b == NULL; i++) {
         if (!g->barriers[i].inflight) {
@@ -916,6 +953,7 @@ static void group_maybe_barrier(struct group *g)
     assert(b != NULL);
     b->g = g;
     b->req.data = b;
+    b->term = raft_current_term(&g->raft);
     int rv = raft_barrier(&g->raft, &b->req, barrier_cb);
     if (rv != 0) {
         req_list_complete(g, list, rv == RAFT_NOTLEADER ? req_not_leader_status(g)
@@ -928,6 +966,123 @@ static void group_maybe_barrier(struct group *g)
     b->reads = list;
     b->inflight = true;
     g->n_barriers++;
+}
+
+/* A leader check of `term` settled. Confirmed, and this node still leads
+ * that term with read_index applied: the reads go to the applier. Else a
+ * barrier decides for them (it fails if this node no longer leads). */
+static void group_check_settled(struct group *g, uint64_t term, uint64_t read_index,
+                                struct group_request *list, bool confirmed)
+{
+    if (confirmed && raft_state(&g->raft) == RAFT_LEADER &&
+        raft_current_term(&g->raft) == term && raft_last_applied(&g->raft) >= read_index) {
+        atomic_fetch_add_explicit(&g->read_checks, 1, memory_order_relaxed);
+        group_push_reads(g, list, g->cfg.node_id);
+        return;
+    }
+    log_debug("group", "event=leader_check_fallback kind=%s term=%" PRIu64 " confirmed=%d",
+              g->cfg.ops->kind, term, confirmed);
+    /* Ahead of the reads waiting: they arrived first. */
+    struct group_request *tail = list;
+    while (tail != NULL && tail->next_in_batch != NULL) {
+        tail = tail->next_in_batch;
+    }
+    if (tail != NULL) {
+        tail->next_in_batch = g->reads_waiting_head;
+        if (g->reads_waiting_head == NULL) {
+            g->reads_waiting_tail = tail;
+        }
+        g->reads_waiting_head = list;
+    }
+    g->term_committed = 0; /* the next batch takes a barrier */
+}
+
+static void check_cb(struct leader_check_round *round, bool confirmed)
+{
+    struct group_check *c = round->data;
+    struct group *g = c->g;
+    struct group_request *list = c->reads;
+    c->reads = NULL;
+    assert(g->n_checks > 0);
+    g->n_checks--;
+    group_check_settled(g, round->term, c->read_index, list, confirmed);
+    if (!g->stopping) {
+        group_maybe_read(g);
+    }
+}
+
+/* The CheckpointInfoRequest.Group of this group, as LeaderCheck names it. */
+static int group_wire_kind(const struct group *g)
+{
+    if (strcmp(g->cfg.ops->kind, "directory") == 0) {
+        return GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__DIRECTORY;
+    }
+    if (strcmp(g->cfg.ops->kind, "metadata") == 0) {
+        return GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__METADATA;
+    }
+    return GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__CELL;
+}
+
+/* Start a leader check for the reads waiting, if a slot is free. */
+static void group_read_check(struct group *g)
+{
+    if (g->n_checks >= GROUP_BARRIERS_INFLIGHT) {
+        return; /* the next check_cb comes back here */
+    }
+    struct group_check *c = NULL;
+    for (unsigned i = 0; i < GROUP_BARRIERS_INFLIGHT && c == NULL; i++) {
+        if (!g->checks[i].round.inflight) {
+            c = &g->checks[i];
+        }
+    }
+    assert(c != NULL);
+    struct group_request *list = g->reads_waiting_head;
+    g->reads_waiting_head = g->reads_waiting_tail = NULL;
+    for (struct group_request *r = list; r != NULL; r = r->next_in_batch) {
+        r->state = GROUP_REQ_PROPOSED;
+    }
+    uint64_t term = raft_current_term(&g->raft);
+    c->g = g;
+    c->round.data = c;
+    c->read_index = raft_commit_index(&g->raft);
+    int rv = leader_check_ask(g->checker, &c->round, &g->raft.configuration, term, check_cb);
+    if (rv == 0) {
+        c->reads = list;
+        g->n_checks++;
+        return;
+    }
+    group_check_settled(g, term, c->read_index, list, rv == 1);
+}
+
+static void group_maybe_read(struct group *g)
+{
+    if (g->reads_waiting_head == NULL) {
+        return;
+    }
+    if (raft_state(&g->raft) != RAFT_LEADER) {
+        struct group_request *list = g->reads_waiting_head;
+        g->reads_waiting_head = g->reads_waiting_tail = NULL;
+        req_list_complete(g, list, req_not_leader_status(g));
+        return;
+    }
+    /* A configuration change in flight: its two quorums differ, the
+     * barrier has no such question. */
+    bool check = g->term_committed == raft_current_term(&g->raft) &&
+                 g->raft.configuration_uncommitted_index == 0;
+    if (check && g->checker == NULL) {
+        int rv = leader_check_init(&g->checker, &g->loop, g->cfg.node_id, g->peers,
+                                   g->cfg.n_peers, group_wire_kind(g), g->cfg.group_id,
+                                   g->cfg.election_timeout_ms);
+        check = rv == 0;
+    }
+    if (!check) {
+        group_read_barrier(g);
+        return;
+    }
+    group_read_check(g);
+    if (g->reads_waiting_head != NULL && g->term_committed == 0) {
+        group_read_barrier(g); /* the check could not be made */
+    }
 }
 
 /* ------------------------------------------------------------ local methods */
@@ -1079,7 +1234,7 @@ static void group_inbox_deliver(struct mailbox *box, struct mailbox_item *items)
     group_push_reads(g, local_head, group_leader(g));
     if (!g->stopping) {
         group_flush_writes(g);
-        group_maybe_barrier(g);
+        group_maybe_read(g);
     }
 }
 
@@ -1217,6 +1372,19 @@ static void group_stop_cb(uv_async_t *async)
     list = g->reads_waiting_head;
     g->reads_waiting_head = g->reads_waiting_tail = NULL;
     req_list_complete(g, list, GS_ESHUTDOWN);
+    /* Reads waiting on a leader check: its answers are not waited for. */
+    for (unsigned i = 0; i < GROUP_BARRIERS_INFLIGHT; i++) {
+        struct group_check *c = &g->checks[i];
+        if (c->round.inflight) {
+            leader_check_abandon(&c->round);
+            list = c->reads;
+            c->reads = NULL;
+            req_list_complete(g, list, GS_ESHUTDOWN);
+        }
+    }
+    g->n_checks = 0;
+    leader_check_close(g->checker);
+    g->checker = NULL;
     mailbox_close(&g->inbox, NULL);
     /* A leader first hands over to the most up-to-date voter (libraft calls
      * back once the target leads, or after an election timeout), so a
@@ -1230,6 +1398,20 @@ static void group_stop_cb(uv_async_t *async)
         return;
     }
     group_stop_close(g);
+}
+
+/* raft_io.set_term, wrapped: group_term() answers the new term before it
+ * is persisted, hence before this node votes or appends in it. */
+static int group_set_term(struct raft_io *io, raft_term term)
+{
+    struct group *g = (struct group *)(void *)((char *)io - offsetof(struct group, io));
+    atomic_store(&g->term_seen, term);
+    return g->io_set_term(io, term);
+}
+
+uint64_t group_term(struct group *g)
+{
+    return atomic_load(&g->term_seen);
 }
 
 static int group_mkdir(const char *path)
@@ -1272,6 +1454,8 @@ static int group_setup(struct group *g)
      * and the log loads; the entries lost were never acknowledged by this
      * node (appends complete only once durable). */
     raft_uv_set_auto_recovery(&g->io, true);
+    g->io_set_term = g->io.set_term;
+    g->io.set_term = group_set_term;
     /* Closing a segment written with kernel AIO destroys its AIO context
      * on this thread, which waits 40-70 ms for the kernel (measured in
      * bench/RESULTS.md, sixth round): larger segments close less often.
@@ -1339,6 +1523,8 @@ static int group_setup(struct group *g)
         snprintf(errmsg, errlen, "raft_start: %s", raft_errmsg(&g->raft));
         return GS_EIO;
     }
+    /* The term loaded; later ones pass through group_set_term. */
+    atomic_store(&g->term_seen, raft_current_term(&g->raft));
     return 0;
 }
 
@@ -1516,6 +1702,8 @@ void group_get_status(struct group *g, struct group_status *out)
     pthread_mutex_lock(&g->status_lock);
     *out = g->status;
     pthread_mutex_unlock(&g->status_lock);
+    out->read_checks = atomic_load_explicit(&g->read_checks, memory_order_relaxed);
+    out->read_barriers = atomic_load_explicit(&g->read_barriers, memory_order_relaxed);
 }
 
 void group_stop(struct group *g)

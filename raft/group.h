@@ -10,8 +10,9 @@
  *   - a write (METHOD_KIND_WRITE) is packed with the other writes that arrived
  *     meanwhile into one Raft entry (group commit, bounded by count and
  *     bytes) and completes when that entry is applied (or fails);
- *   - a read (METHOD_KIND_READ) waits for the next raft_barrier, one barrier
- *     per batch of reads, then runs against the FSM (linearizable);
+ *   - a read (METHOD_KIND_READ) waits, with the other reads that arrived
+ *     meanwhile, for a leader check (Raft's ReadIndex) or a raft_barrier,
+ *     then runs against the FSM (linearizable);
  *   - a local method (CellStatus, StateDigest) is answered at once.
  * On a node that is not the leader, writes and reads complete at once with
  * GS_ENOTLEADER and leader_id set to the leader it knows (0 = none known).
@@ -140,8 +141,16 @@ struct group_status {
     uint64_t commit_index;
     uint64_t applied_index;
     uint64_t last_log_index;
+    uint64_t read_checks;   /* read batches served as leader after a leader
+                               check (raft/leader_check.h) */
+    uint64_t read_barriers; /* ... after a barrier entry */
 };
 void group_get_status(struct group *g, struct group_status *out);
+
+/* This node's current Raft term in the group, as last made durable or
+ * about to be (any thread): what it answers a LeaderCheck with. 0 until
+ * the group has loaded its log. */
+uint64_t group_term(struct group *g);
 
 /* Stop raft, fail every pending request with GS_ESHUTDOWN (posting them to
  * their reply boxes), join the thread and free the group. Call from a thread

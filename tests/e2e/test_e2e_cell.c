@@ -284,6 +284,23 @@ static void test_e2e_cell(void **state)
     }
     geoscale__cell_status_response__free_unpacked(st, NULL);
 
+    /* The reads were served as batches, each confirmed by the leader: by
+     * a barrier entry for the first batch of a term, by a leader check
+     * (ReadIndex, no log entry) afterwards. */
+    {
+        uint64_t checks = 0, barriers = 0;
+        for (int i = 0; i < CLUSTER_NODES; i++) {
+            assert_int_equal(cluster_node_status(c, i, 2000, &st), 0);
+            checks += st->read_checks;
+            barriers += st->read_barriers;
+            geoscale__cell_status_response__free_unpacked(st, NULL);
+        }
+        e2e_log("read batches: %llu by leader check, %llu by barrier",
+                (unsigned long long)checks, (unsigned long long)barriers);
+        assert_true(barriers >= 1);
+        assert_true(checks > barriers);
+    }
+
     /* ---- 3. kill the leader; time until a write succeeds again */
     assert_int_equal(cluster_wait_leader(c, 10000, &leader), 0);
     {

@@ -288,3 +288,10 @@ void fake_on_guard(uv_timer_t *guard)
 {
     *(int *)guard->data = 1;
 }
+
+void fake_loop_init(uv_loop_t *loop, uv_timer_t *guard, int *fired)
+{
+    assert_int_equal(uv_loop_init(loop), 0);
+    assert_int_equal(uv_timer_init(loop, guard), 0);
+    guard->data = fired;
+}

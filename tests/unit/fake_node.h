@@ -113,4 +113,7 @@ void fake_stop(struct fake *f);
 /* The guard timer's callback: sets *(int *)guard->data. */
 void fake_on_guard(uv_timer_t *guard);
 
+/* Initialise a fixture's loop and its guard timer, which sets *fired. */
+void fake_loop_init(uv_loop_t *loop, uv_timer_t *guard, int *fired);
+
 #endif /* GS_TESTS_FAKE_NODE_H */

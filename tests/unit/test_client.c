@@ -77,9 +77,7 @@ static int setup(void **state)
 {
     struct fx *fx = calloc(1, sizeof *fx);
     assert_non_null(fx);
-    assert_int_equal(uv_loop_init(&fx->loop), 0);
-    assert_int_equal(uv_timer_init(&fx->loop, &fx->guard), 0);
-    fx->guard.data = &fx->fired;
+    fake_loop_init(&fx->loop, &fx->guard, &fx->fired);
     fake_start(&fx->a, &fx->loop, FAKE_ECHO);
     fake_start(&fx->b, &fx->loop, FAKE_ECHO);
     *state = fx;

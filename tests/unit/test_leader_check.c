@@ -88,9 +88,7 @@ static int setup(void **state)
 {
     struct fx *fx = calloc(1, sizeof *fx);
     assert_non_null(fx);
-    assert_int_equal(uv_loop_init(&fx->loop), 0);
-    assert_int_equal(uv_timer_init(&fx->loop, &fx->guard), 0);
-    fx->guard.data = &fx->fired;
+    fake_loop_init(&fx->loop, &fx->guard, &fx->fired);
     raft_configuration_init(&fx->conf);
     *state = fx;
     return 0;
@@ -110,6 +108,15 @@ static int teardown(void **state)
     raft_configuration_close(&fx->conf);
     free(fx);
     return 0;
+}
+
+/* A checker over fx->peers, for cell 42. */
+static void checker_open(struct fx *fx)
+{
+    assert_int_equal(leader_check_init(&fx->lc, &fx->loop, SELF, fx->peers, fx->n_peers,
+                                       GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__CELL, 42,
+                                       TIMEOUT_MS),
+                     0);
 }
 
 /* This node (SELF, a voter) and n other voters, fakes answering TERM with
@@ -138,10 +145,7 @@ static void members(struct fx *fx, size_t n, size_t nstandby)
                          0);
     }
     fx->n_peers = n + nstandby + 1;
-    assert_int_equal(leader_check_init(&fx->lc, &fx->loop, SELF, fx->peers, fx->n_peers,
-                                       GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__CELL, 42,
-                                       TIMEOUT_MS),
-                     0);
+    checker_open(fx);
 }
 
 static void on_round(struct leader_check_round *round, bool confirmed)
@@ -231,10 +235,7 @@ static void test_unreachable_voter(void **state)
     /* Nothing listens on port 1. */
     snprintf(fx->peers[1].client_address, sizeof fx->peers[1].client_address, "127.0.0.1:1");
     leader_check_close(fx->lc);
-    assert_int_equal(leader_check_init(&fx->lc, &fx->loop, SELF, fx->peers, fx->n_peers,
-                                       GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__CELL, 42,
-                                       TIMEOUT_MS),
-                     0);
+    checker_open(fx);
     check(fx);
     assert_true(fx->confirmed); /* the other voter answers */
     fx->answers[1].term = TERM + 3;

@@ -68,9 +68,12 @@ cat <<'EOF'
   is in flight, and commits an entry once a majority of the 3 nodes has it
   durable (the leader counts itself only after its own write completed).
   The write is then applied to RocksDB (WAL on, not synced: the Raft log is
-  the durable record) and answered. kv-get is a linearizable read: it waits
-  for a `raft_barrier` (one barrier serves every read that arrived before
-  it).
+  the durable record) and answered. kv-get is a linearizable read: the
+  leader notes its commit index and confirms with a quorum of voters that
+  none has joined a newer term (a leader check, Raft's ReadIndex, no log
+  entry; one check serves every read that arrived before it), then reads
+  once that index is applied; the first batch of a term waits for a
+  `raft_barrier` entry instead.
 - **etcd** 3.4 (Debian's etcd-server, 3 members on loopback, defaults): each
   member appends the entries to its WAL and fsyncs it before acknowledging;
   the leader commits on a majority, applies to bbolt (committed in batches,

@@ -411,6 +411,20 @@ static void server_cell_status(struct server *srv, struct server_request *req)
     request_reply(req, 0, (uint32_t)st.leader_id, buf, len);
 }
 
+int server_group_slot(int group)
+{
+    switch (group) {
+    case GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__CELL:
+        return METHOD_GROUP_CELL;
+    case GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__DIRECTORY:
+        return METHOD_GROUP_DIRECTORY;
+    case GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__METADATA:
+        return METHOD_GROUP_METADATA;
+    default:
+        return -1;
+    }
+}
+
 /* LeaderCheck (raft/leader_check.h): this node's term in the group named,
  * read here on the server's loop, without waiting for the group's thread.
  * A term is no secret (CellStatus tells it to anyone): any caller may ask. */
@@ -423,25 +437,15 @@ static void server_leader_check(struct server *srv, struct server_request *req)
         request_reply(req, GS_EINVAL, 0, NULL, 0);
         return;
     }
-    struct group *g = NULL;
-    uint32_t group_id = 0;
-    switch (rq->group) {
-    case GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__CELL:
-        g = srv->groups[METHOD_GROUP_CELL];
-        group_id = srv->cfg->cell_id;
-        break;
-    case GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__DIRECTORY:
-        g = srv->groups[METHOD_GROUP_DIRECTORY];
-        break;
-    case GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__METADATA:
-        g = srv->groups[METHOD_GROUP_METADATA];
-        break;
-    default:
-        break;
-    }
-    bool same = g != NULL && rq->cell_id == group_id;
+    int slot = server_group_slot(rq->group);
+    struct group *g = slot >= 0 ? srv->groups[slot] : NULL;
+    uint32_t cell_id = rq->cell_id;
     geoscale__leader_check_request__free_unpacked(rq, NULL);
-    if (!same) {
+    struct group_status st;
+    if (g != NULL) {
+        group_get_status(g, &st);
+    }
+    if (g == NULL || st.group_id != cell_id) {
         request_reply(req, GS_ENOTFOUND, 0, NULL, 0);
         return;
     }

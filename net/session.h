@@ -174,6 +174,11 @@ void server_dispatch(struct server *srv, struct server_request *req);
 int server_deadline_add(struct server *srv, struct server_request *req);
 void server_deadline_remove(struct server *srv, struct server_request *req);
 
+/* The slot in srv->groups of the group a CheckpointInfo, CheckpointChunk
+ * or LeaderCheck request names (a CheckpointInfoRequest.Group):
+ * METHOD_GROUP_*, or -1 for an unknown kind. */
+int server_group_slot(int group);
+
 /* ---- transfer.c */
 
 /* Serve CheckpointInfo / CheckpointChunk (state RECEIVED) of any group the

@@ -379,10 +379,7 @@ static int transfer_admit(struct server *srv, struct server_request *req, struct
     snprintf(w->root, sizeof w->root, "%s", t->root);
     w->kind = t->kind;
     w->group_id = cell_id;
-    w->slot = group == GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__DIRECTORY ? METHOD_GROUP_DIRECTORY
-              : group == GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__METADATA
-                  ? METHOD_GROUP_METADATA
-                  : METHOD_GROUP_CELL;
+    w->slot = server_group_slot(group); /* a known kind: resolved above */
 out:
     free(t);
     free(view);

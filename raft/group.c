@@ -92,7 +92,6 @@
 #include "../engine/entry.h"
 #include "../engine/log.h"
 #include "../engine/methods.h"
-#include "geoscale.pb-c.h"
 #include "geoscale/errors.h"
 
 #define GROUP_TICK_MS 50
@@ -117,9 +116,10 @@
 #define APPLIER_FOLLOWER_NICE 19
 #define MANIFEST_FORMAT 1
 
-/* Barriers in flight at once. With one, a read arriving just after a
- * barrier was proposed waits for it, then for the next: two barrier times
- * (bench/RESULTS.md, sixth round). */
+/* Barriers in flight at once, and leader checks in flight at once. With
+ * one, a read arriving just after a barrier was proposed waits for it,
+ * then for the next: two barrier times (bench/RESULTS.md, sixth round);
+ * the same holds for checks. */
 #define GROUP_BARRIERS_INFLIGHT 4
 
 /* A raft_barrier and the reads that wait for it. */
@@ -1011,18 +1011,6 @@ static void check_cb(struct leader_check_round *round, bool confirmed)
     }
 }
 
-/* The CheckpointInfoRequest.Group of this group, as LeaderCheck names it. */
-static int group_wire_kind(const struct group *g)
-{
-    if (strcmp(g->cfg.ops->kind, "directory") == 0) {
-        return GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__DIRECTORY;
-    }
-    if (strcmp(g->cfg.ops->kind, "metadata") == 0) {
-        return GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__METADATA;
-    }
-    return GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__CELL;
-}
-
 /* Start a leader check for the reads waiting, if a slot is free. */
 static void group_read_check(struct group *g)
 {
@@ -1071,7 +1059,7 @@ static void group_maybe_read(struct group *g)
                  g->raft.configuration_uncommitted_index == 0;
     if (check && g->checker == NULL) {
         int rv = leader_check_init(&g->checker, &g->loop, g->cfg.node_id, g->peers,
-                                   g->cfg.n_peers, group_wire_kind(g), g->cfg.group_id,
+                                   g->cfg.n_peers, g->cfg.ops->checkpoint_group, g->cfg.group_id,
                                    g->cfg.election_timeout_ms);
         check = rv == 0;
     }

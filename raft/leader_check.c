@@ -157,7 +157,6 @@ int leader_check_ask(struct leader_check *lc, struct leader_check_round *round,
                      const struct raft_configuration *conf, uint64_t term, leader_check_cb cb)
 {
     assert(!round->inflight);
-    round->lc = lc;
     round->cb = cb;
     round->term = term;
     round->acks = round->refusals = round->voters = 0;
@@ -206,9 +205,10 @@ int leader_check_ask(struct leader_check *lc, struct leader_check_round *round,
         }
     }
     bool confirmed;
-    if (round->gen == gen && lc_settled(round, &confirmed)) {
-        /* Nobody else to ask, or too few could be asked. Answers that
-         * arrive later see the bumped generation. */
+    if (lc_settled(round, &confirmed)) {
+        /* Nobody else to ask, or too few could be asked (no answer comes
+         * back within this call). Answers that arrive later see the
+         * bumped generation. */
         return confirmed ? 1 : GS_EUNAVAILABLE;
     }
     return 0;

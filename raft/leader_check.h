@@ -45,7 +45,6 @@ struct leader_check_round {
     void *data; /* the caller's */
     uint64_t term;
     /* private */
-    struct leader_check *lc;
     leader_check_cb cb;
     uint64_t gen; /* bumped when the round settles: late answers see it */
     unsigned acks, refusals, voters, needed;

@@ -385,10 +385,35 @@ static void test_e2e_cell(void **state)
             assert_int_equal(ns->groups[0]->group_id, 1);
             assert_string_equal(ns->groups[0]->role, "voter");
             assert_int_equal(ns->groups[0]->leader_id, cell_leader);
+            uint64_t status_term = ns->groups[0]->term;
             protobuf_c_message_free_unpacked(resp, NULL);
+
+            /* LeaderCheck answers the node's live term of the group named
+             * (NodeStatus's copy may lag it by a tick), and NOT_FOUND for
+             * a group the node does not host. */
+            Geoscale__LeaderCheckRequest lc = GEOSCALE__LEADER_CHECK_REQUEST__INIT;
+            lc.group = GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__CELL;
+            lc.cell_id = 1;
+            lc.term = status_term;
+            assert_int_equal(
+                gs_sync_call(s, GEOSCALE__METHOD__METHOD_LEADER_CHECK, &lc.base, &resp, NULL), 0);
+            Geoscale__LeaderCheckResponse *lr = (Geoscale__LeaderCheckResponse *)resp;
+            assert_int_equal(lr->node_id, c->nodes[i].node_id);
+            assert_true(lr->term >= status_term && status_term > 0);
+            protobuf_c_message_free_unpacked(resp, NULL);
+            lc.cell_id = 2;
+            assert_int_equal(
+                gs_sync_call(s, GEOSCALE__METHOD__METHOD_LEADER_CHECK, &lc.base, &resp, NULL),
+                GS_ENOTFOUND);
+            lc.group = GEOSCALE__CHECKPOINT_INFO_REQUEST__GROUP__DIRECTORY;
+            lc.cell_id = 0;
+            assert_int_equal(
+                gs_sync_call(s, GEOSCALE__METHOD__METHOD_LEADER_CHECK, &lc.base, &resp, NULL),
+                GS_ENOTFOUND);
             gs_sync_close(s);
         }
-        e2e_log("NodeStatus: 3 nodes report one cell group led by node %llu",
+        e2e_log("NodeStatus: 3 nodes report one cell group led by node %llu; LeaderCheck "
+                "answers their terms",
                 (unsigned long long)cell_leader);
     }
 
